@@ -1,0 +1,18 @@
+"""lightning_convviz: see what your ConvNet is learning while it trains.
+
+PyTorch Lightning callbacks that log activation statistics, activation maps and filters to
+TensorBoard, built on a pure-torch core in :mod:`lightning_convviz.functional`.
+"""
+
+from lightning_convviz import functional
+from lightning_convviz.callbacks import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationMapMonitor",
+    "ActivationStatsMonitor",
+    "FilterMonitor",
+    "__version__",
+    "functional",
+]

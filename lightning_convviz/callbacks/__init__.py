@@ -1,0 +1,7 @@
+"""Lightning callbacks: decide when, call the functional core, render, and log."""
+
+from lightning_convviz.callbacks.activation_maps import ActivationMapMonitor
+from lightning_convviz.callbacks.activation_stats import ActivationStatsMonitor
+from lightning_convviz.callbacks.filters import FilterMonitor
+
+__all__ = ["ActivationMapMonitor", "ActivationStatsMonitor", "FilterMonitor"]

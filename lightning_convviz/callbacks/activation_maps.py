@@ -1,0 +1,189 @@
+"""ActivationMapMonitor: every channel's activation map for fixed probe images, as training goes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from torch import nn
+
+from lightning_convviz import render
+from lightning_convviz.callbacks.base import (
+    ConvVizCallback,
+    check_layers_argument,
+    check_positive_int,
+    clone_for_autograd,
+    inputs_from_batch,
+)
+from lightning_convviz.functional.capture import LayerSpec, capture_activations
+from lightning_convviz.functional.guard import preserved_state
+
+__all__ = ["ActivationMapMonitor"]
+
+
+class ActivationMapMonitor(ConvVizCallback):
+    """Log, per layer, a grid with every channel's activation map for fixed probe images.
+
+    The probe images are the first ``num_probe_images`` images of the first validation batch
+    (taken once, during the sanity check or the first validation run, so they are the same for
+    the whole run), or the ``probe_images`` tensor you pass. Without validation data the first
+    training batch serves, and an info message says so. Maps are drawn at the start of training
+    and every ``every_n_epochs`` epochs, in eval mode on a probe batch, with every module's
+    ``.training`` flag, the RNG state and the gradients restored afterwards.
+
+    Each picture has a row per probe image: the image, then one box per channel (channel 0 top
+    left). Boxes share one scale per layer, from 0 (black) to the layer's largest value (white),
+    so a dead channel is a black box.
+
+    Example:
+        >>> from pytorch_lightning import Trainer
+        >>> trainer = Trainer(callbacks=[ActivationMapMonitor(num_probe_images=2)])
+
+    Logged tags (``<layer>`` is the module's ``named_modules()`` name):
+        * ``activation_maps/<layer>`` (image, TensorBoard), at ``global_step``.
+
+    Args:
+        layers: Which modules to show: ``None`` (every conv block's activation), a name or glob,
+            a module, a module type, or a list of those. Only 4-D outputs (``N x C x H x W``)
+            are drawn.
+        probe_images: Fixed inputs ``N x C x H x W`` to use instead of validation images.
+        num_probe_images: How many validation images to take (ignored with ``probe_images``).
+        every_n_epochs: Draw after every this many training epochs.
+        max_channels: Draw at most this many channels per layer (the first ones).
+        tile_side: Smallest side of one channel's box, in pixels.
+
+    Raises:
+        ValueError: At construction, for an argument outside the allowed values.
+        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger, a
+            layer name is unknown, or the model has no convolution; on the first batch, when no
+            image tensor can be found in it (pass ``probe_images``).
+    """
+
+    section = "activation_maps"
+
+    def __init__(
+        self,
+        layers: LayerSpec | list[LayerSpec] | None = None,
+        probe_images: torch.Tensor | None = None,
+        num_probe_images: int = 1,
+        every_n_epochs: int = 1,
+        max_channels: int = 64,
+        tile_side: int = 24,
+    ) -> None:
+        super().__init__()
+        check_layers_argument(layers)
+        if probe_images is not None and (
+            not isinstance(probe_images, torch.Tensor) or probe_images.ndim != 4
+        ):
+            raise ValueError(
+                "probe_images: expected None or a tensor N x C x H x W, got "
+                f"{getattr(probe_images, 'shape', type(probe_images).__name__)}"
+            )
+        check_positive_int("num_probe_images", num_probe_images)
+        check_positive_int("every_n_epochs", every_n_epochs)
+        check_positive_int("max_channels", max_channels)
+        check_positive_int("tile_side", tile_side)
+        self.layers = layers
+        self.num_probe_images = num_probe_images
+        self.every_n_epochs = every_n_epochs
+        self.max_channels = max_channels
+        self.tile_side = tile_side
+        self._layers: dict[str, nn.Module] = {}
+        self._probe: torch.Tensor | None = (
+            None if probe_images is None else probe_images.detach().clone().cpu()
+        )
+        self._probe_from_user = probe_images is not None
+        self._train_probe: torch.Tensor | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=repr(self.layers), every=self.every_n_epochs)
+
+    def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._layers = self._resolve(pl_module, self.layers)
+
+    # -- probe selection -----------------------------------------------------------------------
+
+    def _take_probe(self, batch: Any) -> torch.Tensor:
+        try:
+            images = inputs_from_batch(batch)
+        except ValueError as error:
+            raise MisconfigurationException(f"{type(self).__name__}: {error}") from None
+        return clone_for_autograd(images[: self.num_probe_images]).cpu()
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._enabled and self._probe is None and batch_idx == 0 and dataloader_idx == 0:
+            self._probe = self._take_probe(batch)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._enabled and self._probe is None and self._train_probe is None:
+            self._train_probe = self._take_probe(batch)
+
+    def _probe_images(self) -> torch.Tensor | None:
+        if self._probe is None and self._train_probe is not None:
+            rank_zero_info(
+                f"{type(self).__name__}: no validation batch seen; probing with the first "
+                "training images."
+            )
+            self._probe = self._train_probe
+        return self._probe
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._enabled and trainer.global_step == 0 and self._probe is not None:
+            self._draw(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._enabled and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._draw(trainer, pl_module)
+
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        writer = self._writer(trainer)
+        probe = self._probe_images()
+        if writer is None or probe is None:
+            return
+        probe = probe.to(pl_module.device)
+        with (
+            preserved_state(pl_module),
+            torch.no_grad(),
+            capture_activations(pl_module, list(self._layers.values())) as activations,
+        ):
+            pl_module(probe)
+        for name in self._layers:
+            activation = activations.get(name)
+            if activation is None or activation.ndim != 4:
+                continue
+            rows = [
+                render.activation_map_panel(
+                    image.cpu(), maps[: self.max_channels].cpu(), self.tile_side
+                )
+                for image, maps in zip(probe, activation)
+            ]
+            picture = torch.cat(rows, dim=1)
+            writer.add_image(
+                self._tag(name), render.to_uint8_hwc(picture), trainer.global_step,
+                dataformats="HWC",
+            )
+
+    # -- checkpointing -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"probe": self._probe}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._probe_from_user:
+            self._probe = state_dict.get("probe")

@@ -1,0 +1,235 @@
+"""ActivationStatsMonitor: sparsity and dead filters of every conv block, tracked while training."""
+
+from __future__ import annotations
+
+from collections import deque
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from torch import nn
+
+from lightning_convviz import render
+from lightning_convviz.callbacks.base import (
+    ConvVizCallback,
+    check_layers_argument,
+    check_positive_int,
+)
+from lightning_convviz.functional.activity import channel_positive_counts
+from lightning_convviz.functional.capture import LayerSpec, hook_outputs
+
+__all__ = ["ActivationStatsMonitor"]
+
+# One logging interval's accumulation: {layer: (positive counts per channel, elements per channel)}
+_Chunk = dict[str, tuple[torch.Tensor, int]]
+
+
+class ActivationStatsMonitor(ConvVizCallback):
+    """Log how sparse each layer's activations are and which filters are dead, during training.
+
+    On every training step, forward hooks (registered for that step only) count, per channel and
+    on the model's device, the elements that are positive. Every ``every_n_steps`` steps the
+    counts of the last ``window_steps`` steps are summed across DDP ranks, moved to the host once,
+    and judged:
+
+    * **sparsity**: the fraction of elements that are not positive (after a ReLU: the fraction of
+      zeros);
+    * **dead filters**: channels with no positive element for any input of the window. A rising
+      dead fraction is the classic sign of a learning rate that is too high.
+
+    Layers default to the output of every conv block's activation (see
+    :func:`lightning_convviz.functional.default_activation_layers`).
+
+    Example:
+        >>> from pytorch_lightning import Trainer
+        >>> from pytorch_lightning.loggers import TensorBoardLogger
+        >>> trainer = Trainer(
+        ...     callbacks=[ActivationStatsMonitor(every_n_steps=10)],
+        ...     logger=TensorBoardLogger("runs"),
+        ... )
+
+    Logged tags (``<layer>`` is the module's ``named_modules()`` name):
+        * ``activation_stats/sparsity/<layer>`` (scalar, every logger)
+        * ``activation_stats/dead_fraction/<layer>`` (scalar, every logger)
+        * ``activation_stats/dead_channels/<layer>`` (scalar count, every logger)
+        * ``activation_stats/channel_activity/<layer>`` (histogram of the per-channel fraction of
+          positive elements; TensorBoard)
+        * ``activation_stats/channels/<layer>`` (image: one cell per channel, channel 0 top left,
+          coloured by its activity with viridis, dead channels red; TensorBoard)
+
+    All at the Trainer's ``global_step``.
+
+    Args:
+        layers: Which modules to watch: ``None`` (every conv block's activation), a
+            ``named_modules()`` name or glob, a module, a module type, or a list of those.
+        every_n_steps: Log every this many training batches; ``None`` uses the Trainer's
+            ``log_every_n_steps``.
+        window_steps: How many recent training batches a channel must stay silent over to count
+            as dead, rounded up to whole logging intervals; ``None`` means since the last log.
+        log_histograms: Also log the per-channel activity histograms.
+        log_images: Also log the per-channel activity pictures.
+
+    Raises:
+        ValueError: At construction, for an argument outside the allowed values.
+        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger, a
+            layer name is unknown, or the model has no convolution.
+    """
+
+    section = "activation_stats"
+
+    def __init__(
+        self,
+        layers: LayerSpec | list[LayerSpec] | None = None,
+        every_n_steps: int | None = None,
+        window_steps: int | None = None,
+        log_histograms: bool = True,
+        log_images: bool = True,
+    ) -> None:
+        super().__init__()
+        check_layers_argument(layers)
+        check_positive_int("every_n_steps", every_n_steps, allow_none=True)
+        check_positive_int("window_steps", window_steps, allow_none=True)
+        self.layers = layers
+        self.every_n_steps = every_n_steps
+        self.window_steps = window_steps
+        self.log_histograms = log_histograms
+        self.log_images = log_images
+        self._layers: dict[str, nn.Module] = {}
+        self._interval = 1
+        self._window: deque[_Chunk] = deque(maxlen=1)
+        self._current: _Chunk = {}
+        self._batches_in_interval = 0
+        self._hooks = ExitStack()
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=repr(self.layers), every_n_steps=self.every_n_steps)
+
+    def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._layers = self._resolve(pl_module, self.layers)
+        self._interval = self.every_n_steps or max(1, trainer.log_every_n_steps)
+        intervals = 1 if self.window_steps is None else -(-self.window_steps // self._interval)
+        self._window = deque(self._window, maxlen=intervals)
+
+    # -- counting ------------------------------------------------------------------------------
+
+    def _accumulate(self, name: str, output: torch.Tensor) -> None:
+        if output.ndim < 2:
+            return
+        counts = channel_positive_counts(output.detach())
+        elements = output.numel() // output.shape[1]
+        previous = self._current.get(name)
+        if previous is None or previous[0].shape != counts.shape:
+            self._current[name] = (counts, elements)
+        else:
+            self._current[name] = (previous[0].to(counts.device) + counts, previous[1] + elements)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._enabled:
+            self._hooks.close()
+            self._hooks.enter_context(hook_outputs(self._layers, self._accumulate))
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._hooks.close()
+        if not self._enabled:
+            return
+        self._batches_in_interval += 1
+        if self._batches_in_interval >= self._interval:
+            self._flush(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._hooks.close()
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        self._hooks.close()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._hooks.close()
+
+    # -- judging and logging -------------------------------------------------------------------
+
+    def _window_totals(self) -> dict[str, tuple[torch.Tensor, int]]:
+        totals: dict[str, tuple[torch.Tensor, int]] = {}
+        for chunk in self._window:
+            for name, (counts, elements) in chunk.items():
+                if name in totals and totals[name][0].shape == counts.shape:
+                    summed = totals[name][0] + counts.to(totals[name][0].device)
+                    totals[name] = (summed, totals[name][1] + elements)
+                else:
+                    totals[name] = (counts, elements)
+        return {name: totals[name] for name in self._layers if name in totals}
+
+    def _flush(self, trainer: Trainer) -> None:
+        self._window.append(self._current)
+        self._current = {}
+        self._batches_in_interval = 0
+        totals = self._window_totals()
+        if not totals:
+            return
+        names = list(totals)
+        device = trainer.strategy.root_device
+        elements = torch.tensor([totals[n][1] for n in names], dtype=torch.int64, device=device)
+        flat = torch.cat([totals[n][0].to(device, torch.int64) for n in names] + [elements])
+        flat = trainer.strategy.reduce(flat, reduce_op="sum")  # on every rank: alive anywhere
+        host = flat.cpu()  # the one host transfer of this logging step
+        if not trainer.is_global_zero:
+            return
+        sizes = [totals[n][0].numel() for n in names]
+        per_layer = host[: sum(sizes)].split(sizes)
+        host_elements = host[sum(sizes) :].tolist()
+        self._log(trainer, dict(zip(names, zip(per_layer, host_elements))))
+
+    def _log(self, trainer: Trainer, stats: dict[str, tuple[torch.Tensor, int]]) -> None:
+        step = trainer.global_step
+        metrics: dict[str, float] = {}
+        writer = self._writer(trainer)
+        for name, (positive, elements) in stats.items():
+            dead = positive == 0
+            metrics[self._tag("sparsity", name)] = 1.0 - positive.sum().item() / (
+                elements * positive.numel()
+            )
+            metrics[self._tag("dead_fraction", name)] = dead.double().mean().item()
+            metrics[self._tag("dead_channels", name)] = float(dead.sum().item())
+            activity = positive.double() / elements
+            if writer is not None and self.log_histograms:
+                writer.add_histogram(
+                    self._tag("channel_activity", name), activity.numpy(), step, bins="auto"
+                )
+            if writer is not None and self.log_images:
+                picture = render.channel_activity_image(activity)
+                writer.add_image(
+                    self._tag("channels", name), render.to_uint8_hwc(picture), step,
+                    dataformats="HWC",
+                )
+        self._log_scalars(trainer, metrics, step)
+
+    # -- checkpointing -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        def to_cpu(chunk: _Chunk) -> dict[str, tuple[torch.Tensor, int]]:
+            return {name: (counts.cpu(), elements) for name, (counts, elements) in chunk.items()}
+
+        return {
+            "batches_in_interval": self._batches_in_interval,
+            "current": to_cpu(self._current),
+            "window": [to_cpu(chunk) for chunk in self._window],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._batches_in_interval = int(state_dict["batches_in_interval"])
+        self._current = dict(state_dict["current"])
+        self._window = deque(
+            (dict(chunk) for chunk in state_dict["window"]), maxlen=self._window.maxlen
+        )

@@ -1,0 +1,166 @@
+"""What every lightning_convviz callback shares: argument checks, logger lookup, rank-zero writing.
+
+Rules kept here so that no callback can break them:
+
+* Only ``fit`` is observed; ``validate``, ``test`` and ``predict`` leave the callbacks idle.
+* ``fast_dev_run`` (whose logger is a dummy) leaves them idle too, without an error.
+* Scalars go to every logger of the Trainer, images and histograms to its TensorBoard logger,
+  and both only from global rank zero. No collective is called from one rank alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from lightning_convviz.functional.capture import LayerSpec, resolve_layers
+
+__all__ = [
+    "ConvVizCallback",
+    "check_layers_argument",
+    "check_positive_int",
+    "clone_for_autograd",
+    "inputs_from_batch",
+]
+
+_INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values")
+
+
+def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an int >= 1 (or None if allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "an integer >= 1" + (" or None" if allow_none else "")
+        raise ValueError(f"{name}: expected {allowed}, got {value!r}")
+
+
+def check_layers_argument(layers: object) -> None:
+    """Raise ``ValueError`` unless ``layers`` has a shape :func:`resolve_layers` accepts."""
+    if layers is None:
+        return
+    items = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    valid = bool(items) and all(
+        isinstance(item, (str, nn.Module))
+        or (isinstance(item, type) and issubclass(item, nn.Module))
+        for item in items
+    )
+    if not valid:
+        raise ValueError(
+            "layers: expected None, a module name or glob, a module, a module type, or a "
+            f"non-empty list of those; got {layers!r}"
+        )
+
+
+def inputs_from_batch(batch: Any) -> torch.Tensor:
+    """The input images of a batch: the batch itself, its first item, or a known dict key.
+
+    Raises:
+        ValueError: No image tensor (``N x C x H x W``) can be found.
+    """
+    candidate: Any = batch
+    if isinstance(batch, (list, tuple)) and batch:
+        candidate = batch[0]
+    elif isinstance(batch, Mapping):
+        candidate = next((batch[key] for key in _INPUT_KEYS if key in batch), None)
+    if isinstance(candidate, torch.Tensor) and candidate.ndim == 4:
+        return candidate
+    raise ValueError(
+        "could not find the input images in the batch: expected a tensor N x C x H x W, a "
+        f"(inputs, targets) pair or a dict with one of the keys {_INPUT_KEYS}; "
+        "pass probe_images=... to the callback instead"
+    )
+
+
+def clone_for_autograd(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached copy that may enter autograd, even when made from an inference-mode tensor."""
+    with torch.inference_mode(False):
+        return tensor.detach().clone()
+
+
+class ConvVizCallback(Callback):
+    """Base class: idle outside ``fit`` and under ``fast_dev_run``; finds the TensorBoard logger.
+
+    Subclasses set ``section`` (the tag prefix that groups their output in TensorBoard) and
+    implement :meth:`_setup_model` to resolve their layers, raising ``MisconfigurationException``
+    for a model they cannot serve.
+    """
+
+    section: str = "convviz"
+
+    def __init__(self) -> None:
+        self._enabled = False
+        self._tensorboard: TensorBoardLogger | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._enabled = False
+        if stage != "fit":
+            return
+        if trainer.fast_dev_run:
+            rank_zero_info(f"{type(self).__name__}: idle under fast_dev_run (no real logger).")
+            return
+        self._tensorboard = _find_tensorboard_logger(trainer, type(self).__name__)
+        self._setup_model(trainer, pl_module)
+        self._enabled = True
+
+    def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        raise NotImplementedError
+
+    def _resolve(
+        self, pl_module: LightningModule, layers: LayerSpec | list[LayerSpec] | None,
+        default: dict[str, nn.Module] | None = None,
+    ) -> dict[str, nn.Module]:
+        """Resolve ``layers`` on the model; a clear setup error when nothing can be served."""
+        name = type(self).__name__
+        try:
+            selected = default if layers is None and default is not None else resolve_layers(
+                pl_module, layers
+            )
+        except (ValueError, TypeError) as error:
+            raise MisconfigurationException(f"{name}: {error}") from None
+        if not selected:
+            raise MisconfigurationException(
+                f"{name}: {type(pl_module).__name__} has no convolution layer to monitor. "
+                "lightning_convviz watches ConvNets; pass layers=[...] to pick modules by name."
+            )
+        return selected
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _writer(self, trainer: Trainer) -> SummaryWriter | None:
+        """The TensorBoard ``SummaryWriter`` on global rank zero, ``None`` elsewhere."""
+        if not trainer.is_global_zero or self._tensorboard is None:
+            return None
+        writer: SummaryWriter = self._tensorboard.experiment
+        return writer
+
+    def _log_scalars(self, trainer: Trainer, metrics: dict[str, float], step: int) -> None:
+        """Send scalars to every logger of the Trainer, from global rank zero only."""
+        if trainer.is_global_zero and metrics:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+
+    def _tag(self, *parts: str) -> str:
+        return "/".join((self.section, *parts))
+
+
+def _find_tensorboard_logger(trainer: Trainer, callback: str) -> TensorBoardLogger:
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger
+    found = ", ".join(type(logger).__name__ for logger in trainer.loggers) or "no logger"
+    raise MisconfigurationException(
+        f"{callback} writes images to TensorBoard and needs a TensorBoardLogger among the "
+        f"Trainer's loggers, found {found}. Use Trainer(logger=TensorBoardLogger('runs')) or add "
+        "one to the list of loggers."
+    )

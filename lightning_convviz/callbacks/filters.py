@@ -1,0 +1,154 @@
+"""FilterMonitor: convolution filters as pictures, with a noise score and how far they moved."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from torch import nn
+
+from lightning_convviz import render
+from lightning_convviz.callbacks.base import (
+    ConvVizCallback,
+    check_layers_argument,
+    check_positive_int,
+)
+from lightning_convviz.functional.capture import LayerSpec, conv_layers, is_conv
+from lightning_convviz.functional.filters import filter_noise_score, relative_change
+
+__all__ = ["FilterMonitor"]
+
+
+class FilterMonitor(ConvVizCallback):
+    """Log convolution filters as images, their noise score, and their distance from the start.
+
+    At the start of training and every ``every_n_epochs`` epochs, for each selected convolution:
+
+    * a picture of its filters, each tile contrast-normalised on its own (its smallest tap black,
+      its largest white). A layer with 3 input channels (the first layer of an RGB model) shows
+      one RGB tile per filter; one with 1 input channel one grey tile per filter; deeper layers
+      one grey tile per (output, input) channel pair, a row per output channel, capped at
+      ``max_outputs`` rows and ``max_inputs`` columns;
+    * the **noise score** (:func:`lightning_convviz.functional.filter_noise_score`): squared
+      differences between neighbouring taps relative to the kernels' variance. Random
+      (untrained) kernels read about 1.0; smooth, structured kernels read well below 1.
+      A score that stays flat near 1.0 means the filters are still close to their random start:
+      too little training, too little regularisation, or a layer that barely matters (common for
+      the first layer of a network with BatchNorm, whose loss hardly depends on its scale);
+      compare ``relative_change`` before concluding anything;
+    * the **relative change** ``||W - W_start|| / ||W_start||`` from the weights at the start of
+      training (kept on the model's device, restored from checkpoints).
+
+    Only rank zero computes and writes; filters are the same on every DDP rank.
+
+    Example:
+        >>> from pytorch_lightning import Trainer
+        >>> trainer = Trainer(callbacks=[FilterMonitor(every_n_epochs=2)])
+
+    Logged tags (``<layer>`` is the module's ``named_modules()`` name):
+        * ``filters/<layer>`` (image, TensorBoard)
+        * ``filters/noise_score/<layer>`` (scalar, every logger; absent for 1x1 kernels)
+        * ``filters/relative_change/<layer>`` (scalar, every logger)
+
+    All at the Trainer's ``global_step`` (0 for the initial filters).
+
+    Args:
+        layers: Which convolutions: ``None`` (every ``nn.Conv*`` layer), a name or glob, a
+            module, a module type, or a list of those; each must be a convolution.
+        every_n_epochs: Log after every this many training epochs.
+        log_images: Also log the filter pictures (scores are always logged).
+        max_outputs: Most output channels drawn per layer.
+        max_inputs: Most input channels drawn per output channel (deeper layers).
+        tile_side: Smallest side of one kernel's tile, in pixels.
+
+    Raises:
+        ValueError: At construction, for an argument outside the allowed values.
+        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger, a
+            layer is unknown or not a convolution, or the model has no convolution.
+    """
+
+    section = "filters"
+
+    def __init__(
+        self,
+        layers: LayerSpec | list[LayerSpec] | None = None,
+        every_n_epochs: int = 1,
+        log_images: bool = True,
+        max_outputs: int = 32,
+        max_inputs: int = 16,
+        tile_side: int = 24,
+    ) -> None:
+        super().__init__()
+        check_layers_argument(layers)
+        check_positive_int("every_n_epochs", every_n_epochs)
+        check_positive_int("max_outputs", max_outputs)
+        check_positive_int("max_inputs", max_inputs)
+        check_positive_int("tile_side", tile_side)
+        self.layers = layers
+        self.every_n_epochs = every_n_epochs
+        self.log_images = log_images
+        self.max_outputs = max_outputs
+        self.max_inputs = max_inputs
+        self.tile_side = tile_side
+        self._layers: dict[str, nn.Module] = {}
+        self._initial: dict[str, torch.Tensor] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=repr(self.layers), every=self.every_n_epochs)
+
+    def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._layers = self._resolve(pl_module, self.layers, default=conv_layers(pl_module))
+        wrong = [name for name, m in self._layers.items() if not is_conv(m)]
+        if wrong:
+            raise MisconfigurationException(
+                f"{type(self).__name__}: layers must be convolutions; not a convolution: "
+                f"{', '.join(wrong)}"
+            )
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        for name, module in self._layers.items():
+            if name not in self._initial:
+                self._initial[name] = module.weight.detach().clone()
+        if trainer.global_step == 0:
+            self._log(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._enabled and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._log(trainer)
+
+    def _log(self, trainer: Trainer) -> None:
+        writer = self._writer(trainer)
+        if writer is None:
+            return
+        step = trainer.global_step
+        metrics: dict[str, float] = {}
+        for name, module in self._layers.items():
+            weight = module.weight.detach()
+            score = filter_noise_score(weight).item()
+            if not math.isnan(score):
+                metrics[self._tag("noise_score", name)] = score
+            initial = self._initial.get(name)
+            if initial is not None:
+                metrics[self._tag("relative_change", name)] = relative_change(
+                    weight, initial.to(weight.device)
+                ).item()
+            if self.log_images and weight.ndim == 4:
+                picture = render.filter_grid(
+                    weight, self.max_outputs, self.max_inputs, self.tile_side
+                )
+                writer.add_image(
+                    self._tag(name), render.to_uint8_hwc(picture), step, dataformats="HWC"
+                )
+        self._log_scalars(trainer, metrics, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"initial": {name: w.cpu() for name, w in self._initial.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._initial = dict(state_dict.get("initial", {}))

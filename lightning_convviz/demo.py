@@ -1,0 +1,140 @@
+"""The demo: a small CNN on the bundled digits, trained with every lightning_convviz callback.
+
+Run ``python -m lightning_convviz.demo --lr 0.03`` (or ``make demo LR=0.03``) to see what a
+too-high learning rate does to the filters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+
+from lightning_convviz.callbacks import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+from lightning_convviz.data import DigitsDataModule
+
+__all__ = ["DigitsConvNet", "default_callbacks", "main", "train"]
+
+
+class DigitsConvNet(pl.LightningModule):
+    """Three conv blocks (16, 32, 64 channels; conv-ReLU-maxpool) and an MLP head.
+
+    Args:
+        lr: Adam's learning rate.
+        weight_decay: Adam's (L2) weight decay.
+        first_layer_init_std: Standard deviation of the first convolution's normal
+            initialisation (its bias starts at 0); ``None`` keeps PyTorch's default.
+        batch_norm: Put a BatchNorm between each convolution and its ReLU.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        first_layer_init_std: float | None = None,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+        def block(inputs: int, outputs: int, kernel: int) -> list[nn.Module]:
+            norm: list[nn.Module] = [nn.BatchNorm2d(outputs)] if batch_norm else []
+            conv = nn.Conv2d(inputs, outputs, kernel, padding=kernel // 2)
+            return [conv, *norm, nn.ReLU(), nn.MaxPool2d(2)]
+
+        self.features = nn.Sequential(*block(1, 16, 5), *block(16, 32, 3), *block(32, 64, 3))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10)
+        )
+        if first_layer_init_std is not None:
+            first = self.features[0]
+            nn.init.normal_(first.weight, std=first_layer_init_std)
+            nn.init.zeros_(first.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        loss = F.cross_entropy(self(images), labels)
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, labels))
+        self.log("val/accuracy", (logits.argmax(dim=1) == labels).float().mean())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
+        )
+
+
+def default_callbacks() -> list[pl.Callback]:
+    """Every callback lightning_convviz has, at the demo's cadences."""
+    return [
+        ActivationStatsMonitor(every_n_steps=10),
+        ActivationMapMonitor(num_probe_images=2, every_n_epochs=2),
+        FilterMonitor(every_n_epochs=2),
+    ]
+
+
+def train(
+    lr: float = 1e-3,
+    epochs: int = 20,
+    log_dir: str | Path = "runs",
+    name: str | None = None,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    first_layer_init_std: float | None = 0.01,
+    batch_norm: bool = False,
+    callbacks: list[pl.Callback] | None = None,
+) -> pl.Trainer:
+    """Train :class:`DigitsConvNet` on the digits with the callbacks; return the Trainer."""
+    pl.seed_everything(seed, verbose=False)
+    model = DigitsConvNet(
+        lr=lr, weight_decay=weight_decay, first_layer_init_std=first_layer_init_std,
+        batch_norm=batch_norm,
+    )
+    logger = TensorBoardLogger(str(log_dir), name=name or f"digits_lr{lr:g}", default_hp_metric=False)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=logger,
+        callbacks=default_callbacks() if callbacks is None else callbacks,
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="auto",
+        devices=1,
+    )
+    trainer.fit(model, datamodule=DigitsDataModule())
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m lightning_convviz.demo [--lr LR] [--epochs N] [--logdir DIR]``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--logdir", default="runs", help="TensorBoard log directory")
+    parser.add_argument("--name", default=None, help="run name (default: digits_lr<LR>)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    trainer = train(lr=args.lr, epochs=args.epochs, log_dir=args.logdir, name=args.name)
+    accuracy = trainer.callback_metrics.get("val/accuracy")
+    print(f"\nTrained {args.epochs} epochs at lr={args.lr:g} in {time.perf_counter() - start:.0f} s"
+          + (f", validation accuracy {float(accuracy):.3f}" if accuracy is not None else ""))
+    print(f"Logs: {trainer.logger.log_dir if trainer.logger else args.logdir}")
+    print(f"Open them with:  .venv/bin/tensorboard --logdir {args.logdir}  (then http://localhost:6006)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Context managers that let a diagnostic run without disturbing training.
+
+Pure torch: no Lightning, no logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = ["grad_enabled", "preserved_state"]
+
+
+@contextmanager
+def preserved_state(
+    model: nn.Module,
+    *,
+    eval_mode: bool = True,
+    inputs: Sequence[torch.Tensor] = (),
+) -> Iterator[nn.Module]:
+    """Run a diagnostic on ``model`` and put everything it could touch back as it was.
+
+    On exit, also when the block raises: every module's ``.training`` flag, each of ``inputs``'
+    ``requires_grad``, the global torch RNG state (CPU and every initialised CUDA device) and
+    every parameter's ``.grad`` (values and ``None``-ness) are as on entry.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
+        >>> with preserved_state(model):
+        ...     _ = model(torch.randn(1, 1, 5, 5))  # eval mode: BatchNorm stats untouched
+        >>> model.training
+        True
+
+    Args:
+        model: The network to protect.
+        eval_mode: Put the model in eval mode for the block (no dropout, no BatchNorm update).
+        inputs: Tensors whose ``requires_grad`` the block may change.
+
+    Yields:
+        ``model``.
+    """
+    training_flags = [(module, module.training) for module in model.modules()]
+    requires_grad = [(tensor, tensor.requires_grad) for tensor in inputs]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    grads = [
+        (param, None if param.grad is None else param.grad.detach().clone())
+        for param in model.parameters()
+    ]
+    try:
+        if eval_mode:
+            model.eval()
+        yield model
+    finally:
+        for module, flag in training_flags:
+            module.training = flag
+        for tensor, flag in requires_grad:
+            if tensor.is_leaf:
+                tensor.requires_grad_(flag)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        for param, grad in grads:
+            if grad is None:
+                param.grad = None
+            elif param.grad is None or param.grad.shape != grad.shape:
+                param.grad = grad
+            else:
+                param.grad.copy_(grad)  # keeps the tensor object the optimizer may hold
+
+
+@contextmanager
+def grad_enabled() -> Iterator[None]:
+    """Enable autograd inside the block, even under Lightning's ``no_grad`` / ``inference_mode``.
+
+    Tensors created under inference mode cannot enter autograd: clone them inside this block.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        yield

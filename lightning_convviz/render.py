@@ -1,0 +1,161 @@
+"""Tensors to pictures: grids, filter tiles, channel-activity maps. Output is uint8 ``H x W x 3``.
+
+Everything here is deterministic and free of Lightning; the callbacks call it on rank zero.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.utils import make_grid
+
+__all__ = [
+    "activation_map_panel",
+    "channel_activity_image",
+    "colorize",
+    "filter_grid",
+    "image_for_display",
+    "normalize_per_tile",
+    "to_uint8_hwc",
+    "upscale",
+]
+
+#: Colour of the grid lines between tiles (a dark blue, distinct from black "dead" tiles).
+GRID_COLOR = 0.15
+#: Colour of a channel that never fired in the channel-activity picture.
+DEAD_RGB = (0.86, 0.1, 0.1)
+
+
+@lru_cache(maxsize=4)
+def _lut(name: str) -> torch.Tensor:
+    import matplotlib
+
+    return torch.from_numpy(matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]).float()
+
+
+def colorize(values: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
+    """Map values in ``[0, 1]`` of any shape ``S`` to RGB, shape ``(3, *S)``."""
+    index = (values.detach().float().clamp(0, 1) * 255).round().long().cpu()
+    return _lut(cmap)[index].movedim(-1, 0)
+
+
+def normalize_per_tile(tiles: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each ``tiles[i]`` to ``[0, 1]`` on its own; constant tiles read 0.5."""
+    flat = tiles.detach().float().flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    high = flat.max(dim=1, keepdim=True).values
+    span = high - low
+    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(1e-12), torch.full_like(flat, 0.5))
+    return scaled.view_as(tiles)
+
+
+def upscale(images: torch.Tensor, min_side: int) -> torch.Tensor:
+    """Nearest-neighbour enlarge ``N x C x h x w`` by a whole factor so the short side >= min_side."""
+    side = min(images.shape[-2:])
+    factor = max(1, math.ceil(min_side / max(side, 1)))
+    if factor == 1:
+        return images
+    return F.interpolate(images, scale_factor=factor, mode="nearest")
+
+
+def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
+    """``C x H x W`` float in ``[0, 1]`` (C = 1 or 3) to a ``H x W x 3`` uint8 array."""
+    image = image.detach().float().cpu().clamp(0, 1)
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    return (image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def _grid(tiles: torch.Tensor, nrow: int, padding: int = 1) -> torch.Tensor:
+    if tiles.shape[1] == 1:
+        tiles = tiles.expand(-1, 3, -1, -1)
+    return make_grid(tiles, nrow=nrow, padding=padding, pad_value=GRID_COLOR)
+
+
+def image_for_display(image: torch.Tensor) -> torch.Tensor:
+    """A model input ``C x H x W`` (any scale) as a ``3 x H x W`` picture in ``[0, 1]``.
+
+    Three channels are shown as RGB, one as grey; other channel counts show the first channel.
+    """
+    if image.shape[0] != 3:
+        image = image[:1]
+    shown = normalize_per_tile(image.reshape(1, -1)).view_as(image)
+    return shown.expand(3, -1, -1) if shown.shape[0] == 1 else shown
+
+
+def activation_map_panel(
+    probe: torch.Tensor, activation: torch.Tensor, tile_side: int = 24
+) -> torch.Tensor:
+    """One probe image beside a grid of all its channels' activation maps: ``3 x H x W``.
+
+    The maps share one scale per layer (0 = black, the layer's largest value = white), so a dead
+    channel is a black box and weak channels look dim, as in the CS231n figure.
+
+    Args:
+        probe: The input image ``C x H x W``.
+        activation: The layer's output for it, ``channels x h x w``.
+        tile_side: Smallest side of one channel's box, in pixels.
+    """
+    maps = activation.detach().float().clamp_min(0).unsqueeze(1)
+    peak = maps.max()
+    maps = maps / peak if peak > 0 else maps
+    maps = upscale(maps, tile_side)
+    grid = _grid(maps, nrow=math.ceil(math.sqrt(maps.shape[0])), padding=2)
+    shown = image_for_display(probe).unsqueeze(0)
+    height = grid.shape[1]
+    shown = F.interpolate(shown, size=(height, round(height * shown.shape[3] / shown.shape[2])),
+                          mode="nearest")[0]
+    gap = torch.full((3, height, 4), 1.0)
+    return torch.cat([shown, gap, grid], dim=2)
+
+
+def filter_grid(
+    weight: torch.Tensor,
+    max_outputs: int = 64,
+    max_inputs: int = 16,
+    tile_side: int = 15,
+) -> torch.Tensor:
+    """Convolution filters as a picture ``3 x H x W`` with per-tile contrast normalisation.
+
+    With 3 input channels each filter is one RGB tile; with 1 input channel one grey tile per
+    filter; otherwise one grey tile per (output, input) pair, a row per output channel, capped
+    at ``max_outputs`` rows and ``max_inputs`` columns.
+    """
+    weight = weight.detach().float().cpu()
+    if weight.ndim != 4:
+        raise ValueError(f"weight: expected a 2-D convolution weight, got {tuple(weight.shape)}")
+    weight = weight[:max_outputs]
+    outputs, inputs = weight.shape[:2]
+    if inputs in (1, 3):
+        tiles = normalize_per_tile(weight)
+        nrow = math.ceil(math.sqrt(outputs))
+    else:
+        shown_inputs = min(inputs, max_inputs)
+        tiles = normalize_per_tile(weight[:, :shown_inputs].flatten(0, 1)).unsqueeze(1)
+        nrow = shown_inputs
+    return _grid(upscale(tiles, tile_side), nrow=nrow, padding=1)
+
+
+def channel_activity_image(
+    activity: torch.Tensor, cell_side: int = 12, cmap: str = "viridis"
+) -> torch.Tensor:
+    """One cell per channel, coloured by its activity rate in ``[0, 1]``; dead channels red.
+
+    Channels run left to right, top to bottom (channel 0 top left) in a near-square grid.
+
+    Args:
+        activity: ``(C,)`` fraction of positive elements per channel.
+        cell_side: Side of one cell in pixels.
+        cmap: Matplotlib colour map for live channels.
+    """
+    activity = activity.detach().float().cpu()
+    channels = activity.numel()
+    colours = colorize(activity, cmap).T.clone()  # C x 3
+    dead = activity <= 0
+    colours[dead] = torch.tensor(DEAD_RGB)
+    cells = colours[:, :, None, None].expand(-1, -1, cell_side, cell_side)
+    return _grid(cells, nrow=math.ceil(math.sqrt(channels)), padding=1)
