@@ -54,13 +54,17 @@ class DigitsConvNet(pl.LightningModule):
         )
         if first_layer_init_std is not None:
             first = self.features[0]
+            assert isinstance(first, nn.Conv2d) and first.bias is not None
             nn.init.normal_(first.weight, std=first_layer_init_std)
             nn.init.zeros_(first.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        logits: torch.Tensor = self.classifier(self.features(x))
+        return logits
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         images, labels = batch
         loss = F.cross_entropy(self(images), labels)
         self.log("train/loss", loss)
@@ -101,10 +105,14 @@ def train(
     """Train :class:`DigitsConvNet` on the digits with the callbacks; return the Trainer."""
     pl.seed_everything(seed, verbose=False)
     model = DigitsConvNet(
-        lr=lr, weight_decay=weight_decay, first_layer_init_std=first_layer_init_std,
+        lr=lr,
+        weight_decay=weight_decay,
+        first_layer_init_std=first_layer_init_std,
         batch_norm=batch_norm,
     )
-    logger = TensorBoardLogger(str(log_dir), name=name or f"digits_lr{lr:g}", default_hp_metric=False)
+    logger = TensorBoardLogger(
+        str(log_dir), name=name or f"digits_lr{lr:g}", default_hp_metric=False
+    )
     trainer = pl.Trainer(
         max_epochs=epochs,
         logger=logger,
@@ -130,10 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     trainer = train(lr=args.lr, epochs=args.epochs, log_dir=args.logdir, name=args.name)
     accuracy = trainer.callback_metrics.get("val/accuracy")
-    print(f"\nTrained {args.epochs} epochs at lr={args.lr:g} in {time.perf_counter() - start:.0f} s"
-          + (f", validation accuracy {float(accuracy):.3f}" if accuracy is not None else ""))
+    print(
+        f"\nTrained {args.epochs} epochs at lr={args.lr:g} in {time.perf_counter() - start:.0f} s"
+        + (f", validation accuracy {float(accuracy):.3f}" if accuracy is not None else "")
+    )
     print(f"Logs: {trainer.logger.log_dir if trainer.logger else args.logdir}")
-    print(f"Open them with:  .venv/bin/tensorboard --logdir {args.logdir}  (then http://localhost:6006)")
+    print(
+        f"Open them with:  .venv/bin/tensorboard --logdir {args.logdir}  (then http://localhost:6006)"
+    )
 
 
 if __name__ == "__main__":

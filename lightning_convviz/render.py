@@ -54,12 +54,13 @@ def normalize_per_tile(tiles: torch.Tensor) -> torch.Tensor:
 
 
 def upscale(images: torch.Tensor, min_side: int) -> torch.Tensor:
-    """Nearest-neighbour enlarge ``N x C x h x w`` by a whole factor so the short side >= min_side."""
+    """Enlarge ``N x C x h x w`` (nearest) by a whole factor so the short side >= ``min_side``."""
     side = min(images.shape[-2:])
     factor = max(1, math.ceil(min_side / max(side, 1)))
     if factor == 1:
         return images
-    return F.interpolate(images, scale_factor=factor, mode="nearest")
+    enlarged: torch.Tensor = F.interpolate(images, scale_factor=factor, mode="nearest")
+    return enlarged
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
@@ -67,13 +68,15 @@ def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
     image = image.detach().float().cpu().clamp(0, 1)
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1)
-    return (image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    array: np.ndarray = (image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return array
 
 
 def _grid(tiles: torch.Tensor, nrow: int, padding: int = 1) -> torch.Tensor:
     if tiles.shape[1] == 1:
         tiles = tiles.expand(-1, 3, -1, -1)
-    return make_grid(tiles, nrow=nrow, padding=padding, pad_value=GRID_COLOR)
+    grid: torch.Tensor = make_grid(tiles, nrow=nrow, padding=padding, pad_value=GRID_COLOR)
+    return grid
 
 
 def image_for_display(image: torch.Tensor) -> torch.Tensor:
@@ -107,8 +110,9 @@ def activation_map_panel(
     grid = _grid(maps, nrow=math.ceil(math.sqrt(maps.shape[0])), padding=2)
     shown = image_for_display(probe).unsqueeze(0)
     height = grid.shape[1]
-    shown = F.interpolate(shown, size=(height, round(height * shown.shape[3] / shown.shape[2])),
-                          mode="nearest")[0]
+    shown = F.interpolate(
+        shown, size=(height, round(height * shown.shape[3] / shown.shape[2])), mode="nearest"
+    )[0]
     gap = torch.full((3, height, 4), 1.0)
     return torch.cat([shown, gap, grid], dim=2)
 

@@ -15,9 +15,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 class TinyCNN(pl.LightningModule):
-    """Two conv blocks (conv, BatchNorm, in-place ReLU) and a linear head on 3 x 16 x 16 inputs."""
+    """Two conv blocks (conv, BatchNorm, in-place ReLU) and a linear head on 3 x 16 x 16 inputs.
 
-    def __init__(self, in_channels: int = 3, dead_first_layer: bool = False, lr: float = 0.05):
+    With ``dead_layer=True`` a third block, ``dead_conv`` (bias -1e3, never trained) and
+    ``dead_relu``, reads the input beside the others and feeds the head: it is zero everywhere.
+    """
+
+    def __init__(self, in_channels: int = 3, dead_layer: bool = False, lr: float = 0.05):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.bn1 = nn.BatchNorm2d(4)
@@ -26,18 +30,20 @@ class TinyCNN(pl.LightningModule):
         self.bn2 = nn.BatchNorm2d(8)
         self.relu2 = nn.ReLU(inplace=True)
         self.pool = nn.AdaptiveAvgPool2d(2)
-        self.head = nn.Linear(8 * 4, 2)
         self.lr = lr
-        self.dead_first_layer = dead_first_layer
-        if dead_first_layer:  # no BatchNorm to rescue it: conv1 -> ReLU reads 0 everywhere
-            self.bn1 = nn.Identity()  # type: ignore[assignment]
+        self.dead_layer = dead_layer
+        if dead_layer:
+            self.dead_conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+            self.dead_relu = nn.ReLU()
             with torch.no_grad():
-                self.conv1.bias.fill_(-1e3)
+                self.dead_conv.bias.fill_(-1e3)
+        self.head = nn.Linear((12 if dead_layer else 8) * 4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu1(self.bn1(self.conv1(x)))
-        x = self.relu2(self.bn2(self.conv2(x)))
-        return self.head(self.pool(x).flatten(1))
+        features = self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))))
+        if self.dead_layer:
+            features = torch.cat([features, self.dead_relu(self.dead_conv(x))], dim=1)
+        return self.head(self.pool(features).flatten(1))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -50,10 +56,8 @@ class TinyCNN(pl.LightningModule):
         self.log("val/loss", F.cross_entropy(self(x), y))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.dead_first_layer:  # keep the dead bias where it is
-            params = [p for n, p in self.named_parameters() if n != "conv1.bias"]
-            return torch.optim.SGD(params, lr=self.lr, momentum=0.9)
-        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        params = [p for n, p in self.named_parameters() if not n.startswith("dead_")]
+        return torch.optim.SGD(params, lr=self.lr, momentum=0.9)
 
 
 def colour_data(n: int = 32, channels: int = 3, side: int = 16, seed: int = 0) -> TensorDataset:

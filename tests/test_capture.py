@@ -96,8 +96,9 @@ def test_capture_returns_detached_outputs_and_removes_hooks() -> None:
 def test_hooks_removed_when_body_raises() -> None:
     model = TinyCNN()
     before = hook_count(model)
-    with pytest.raises(RuntimeError, match="boom"), hook_outputs(
-        resolve_layers(model), lambda name, out: None
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        hook_outputs(resolve_layers(model), lambda name, out: None),
     ):
         assert hook_count(model) > before
         raise RuntimeError("boom")

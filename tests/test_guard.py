@@ -24,8 +24,9 @@ def test_restores_flags_rng_grads_and_buffers_even_on_error() -> None:
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     inputs = torch.randn(2, 3, 16, 16)
     rng = torch.get_rng_state()
-    with pytest.raises(RuntimeError, match="diagnostic failed"), preserved_state(
-        model, inputs=[inputs]
+    with (
+        pytest.raises(RuntimeError, match="diagnostic failed"),
+        preserved_state(model, inputs=[inputs]),
     ):
         assert not model.training and not model.bn1.training
         inputs.requires_grad_(True)
@@ -35,7 +36,7 @@ def test_restores_flags_rng_grads_and_buffers_even_on_error() -> None:
     assert [m.training for m in model.modules()] == flags
     assert not inputs.requires_grad
     assert torch.equal(torch.get_rng_state(), rng)
-    for before, param in zip(grads, model.parameters()):
+    for before, param in zip(grads, model.parameters(), strict=True):
         if before is None:
             assert param.grad is None
         else:

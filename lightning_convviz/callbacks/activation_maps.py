@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from lightning_convviz import render
@@ -171,11 +171,13 @@ class ActivationMapMonitor(ConvVizCallback):
                 render.activation_map_panel(
                     image.cpu(), maps[: self.max_channels].cpu(), self.tile_side
                 )
-                for image, maps in zip(probe, activation)
+                for image, maps in zip(probe, activation, strict=True)
             ]
             picture = torch.cat(rows, dim=1)
             writer.add_image(
-                self._tag(name), render.to_uint8_hwc(picture), trainer.global_step,
+                self._tag(name),
+                render.to_uint8_hwc(picture),
+                trainer.global_step,
                 dataformats="HWC",
             )
 

@@ -108,7 +108,9 @@ class ActivationStatsMonitor(ConvVizCallback):
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._layers = self._resolve(pl_module, self.layers)
-        self._interval = self.every_n_steps or max(1, trainer.log_every_n_steps)
+        self._interval = self.every_n_steps or max(
+            1, int(getattr(trainer, "log_every_n_steps", 50))
+        )
         intervals = 1 if self.window_steps is None else -(-self.window_steps // self._interval)
         self._window = deque(self._window, maxlen=intervals)
 
@@ -189,7 +191,9 @@ class ActivationStatsMonitor(ConvVizCallback):
         sizes = [totals[n][0].numel() for n in names]
         per_layer = host[: sum(sizes)].split(sizes)
         host_elements = host[sum(sizes) :].tolist()
-        self._log(trainer, dict(zip(names, zip(per_layer, host_elements))))
+        self._log(
+            trainer, dict(zip(names, zip(per_layer, host_elements, strict=True), strict=True))
+        )
 
     def _log(self, trainer: Trainer, stats: dict[str, tuple[torch.Tensor, int]]) -> None:
         step = trainer.global_step
@@ -210,7 +214,9 @@ class ActivationStatsMonitor(ConvVizCallback):
             if writer is not None and self.log_images:
                 picture = render.channel_activity_image(activity)
                 writer.add_image(
-                    self._tag("channels", name), render.to_uint8_hwc(picture), step,
+                    self._tag("channels", name),
+                    render.to_uint8_hwc(picture),
+                    step,
                     dataformats="HWC",
                 )
         self._log_scalars(trainer, metrics, step)

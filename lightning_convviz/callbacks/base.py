@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -106,7 +106,7 @@ class ConvVizCallback(Callback):
         self._enabled = False
         if stage != "fit":
             return
-        if trainer.fast_dev_run:
+        if getattr(trainer, "fast_dev_run", False):
             rank_zero_info(f"{type(self).__name__}: idle under fast_dev_run (no real logger).")
             return
         self._tensorboard = _find_tensorboard_logger(trainer, type(self).__name__)
@@ -117,14 +117,18 @@ class ConvVizCallback(Callback):
         raise NotImplementedError
 
     def _resolve(
-        self, pl_module: LightningModule, layers: LayerSpec | list[LayerSpec] | None,
+        self,
+        pl_module: LightningModule,
+        layers: LayerSpec | list[LayerSpec] | None,
         default: dict[str, nn.Module] | None = None,
     ) -> dict[str, nn.Module]:
         """Resolve ``layers`` on the model; a clear setup error when nothing can be served."""
         name = type(self).__name__
         try:
-            selected = default if layers is None and default is not None else resolve_layers(
-                pl_module, layers
+            selected = (
+                default
+                if layers is None and default is not None
+                else resolve_layers(pl_module, layers)
             )
         except (ValueError, TypeError) as error:
             raise MisconfigurationException(f"{name}: {error}") from None

@@ -6,8 +6,8 @@ import math
 from typing import Any
 
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from lightning_convviz import render
@@ -114,7 +114,7 @@ class FilterMonitor(ConvVizCallback):
             return
         for name, module in self._layers.items():
             if name not in self._initial:
-                self._initial[name] = module.weight.detach().clone()
+                self._initial[name] = _weight(module).clone()
         if trainer.global_step == 0:
             self._log(trainer)
 
@@ -129,7 +129,7 @@ class FilterMonitor(ConvVizCallback):
         step = trainer.global_step
         metrics: dict[str, float] = {}
         for name, module in self._layers.items():
-            weight = module.weight.detach()
+            weight = _weight(module)
             score = filter_noise_score(weight).item()
             if not math.isnan(score):
                 metrics[self._tag("noise_score", name)] = score
@@ -152,3 +152,9 @@ class FilterMonitor(ConvVizCallback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._initial = dict(state_dict.get("initial", {}))
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight.detach()

@@ -17,7 +17,7 @@ def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
     Runs on the tensor's device with no host synchronisation.
 
     Example:
-        >>> channel_positive_counts(torch.tensor([[[1.0, 0.0]], [[2.0, -1.0]]]).transpose(0, 1))
+        >>> channel_positive_counts(torch.tensor([[1.0, -1.0], [2.0, 0.0]]))  # N=2, C=2
         tensor([2, 0])
 
     Args:
@@ -37,7 +37,9 @@ def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
     return (activation > 0).sum(dim=dims)
 
 
-def sparsity(positive_counts: torch.Tensor, elements_per_channel: int | torch.Tensor) -> torch.Tensor:
+def sparsity(
+    positive_counts: torch.Tensor, elements_per_channel: int | torch.Tensor
+) -> torch.Tensor:
     """Fraction of elements that are not positive (for ReLU outputs: the fraction of zeros).
 
     Args:

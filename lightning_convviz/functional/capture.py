@@ -8,7 +8,6 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Union
 
 import torch
 from torch import nn
@@ -49,7 +48,7 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 #: One layer selector: a ``named_modules()`` name or glob, a module object, or a module type.
-LayerSpec = Union[str, nn.Module, type[nn.Module]]
+LayerSpec = str | nn.Module | type[nn.Module]
 
 
 def is_conv(module: nn.Module) -> bool:
@@ -129,11 +128,8 @@ def resolve_layers(
     """
     if layers is None:
         return default_activation_layers(model)
-    specs: Sequence[LayerSpec]
-    if isinstance(layers, (str, nn.Module, type)):
-        specs = [layers]
-    else:
-        specs = list(layers)
+    single = isinstance(layers, (str, nn.Module, type))
+    specs: Sequence[LayerSpec] = [layers] if single else list(layers)  # type: ignore[list-item,arg-type]
     named = [(name, m) for name, m in model.named_modules() if name]
     wanted: set[int] = set()
     for spec in specs:

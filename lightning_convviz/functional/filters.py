@@ -37,9 +37,7 @@ def filter_noise_score(weight: torch.Tensor) -> torch.Tensor:
         constant.
     """
     if weight.ndim < 3:
-        raise ValueError(
-            f"weight: expected out x in x kernel..., got shape {tuple(weight.shape)}"
-        )
+        raise ValueError(f"weight: expected out x in x kernel..., got shape {tuple(weight.shape)}")
     w = weight.detach().double().flatten(0, 1)  # slices x k1 x k2 ...
     taps = w[0].numel()
     if taps < 2:
@@ -52,7 +50,7 @@ def filter_noise_score(weight: torch.Tensor) -> torch.Tensor:
             squared_diffs = squared_diffs + diffs.pow(2).sum()
             pairs += diffs[0].numel()
     variance = w.flatten(1).var(dim=1, unbiased=True).sum()
-    score = (squared_diffs / pairs) / (2.0 * variance)
+    score: torch.Tensor = (squared_diffs / pairs) / (2.0 * variance)
     return score.to(weight.dtype)
 
 
@@ -60,4 +58,5 @@ def relative_change(current: torch.Tensor, initial: torch.Tensor) -> torch.Tenso
     """``||current - initial|| / ||initial||`` (Frobenius norms), as a float scalar tensor."""
     initial64 = initial.detach().double()
     distance = torch.linalg.vector_norm(current.detach().double() - initial64)
-    return (distance / torch.linalg.vector_norm(initial64)).float()
+    change: torch.Tensor = (distance / torch.linalg.vector_norm(initial64)).float()
+    return change

@@ -45,7 +45,11 @@ def preserved_state(
     training_flags = [(module, module.training) for module in model.modules()]
     requires_grad = [(tensor, tensor.requires_grad) for tensor in inputs]
     cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    cuda_rng = (
+        torch.cuda.get_rng_state_all()
+        if torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        else None
+    )
     grads = [
         (param, None if param.grad is None else param.grad.detach().clone())
         for param in model.parameters()

@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip -q
+LR ?= 0.001
+EPOCHS ?= 20
+LOGDIR ?= runs
+
+.PHONY: install demo test lint benchmark clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned, so pip takes it from this machine's disk
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m lightning_convviz.demo --lr $(LR) --epochs $(EPOCHS) --logdir $(LOGDIR)
+
+lint: install
+	$(VENV)/bin/ruff check lightning_convviz tests examples benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+
+benchmark: install
+	$(PY) benchmarks/activation_stats_overhead.py
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache .mypy_cache .ruff_cache

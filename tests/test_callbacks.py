@@ -1,0 +1,256 @@
+"""Callbacks in a real Trainer, logs read back with TensorBoard's EventAccumulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from helpers import TinyCNN, hook_count, loaders, make_trainer, read_events
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from PIL import Image
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+
+from lightning_convviz import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+from lightning_convviz.functional import filter_noise_score
+
+LOG = "run/version_0"
+
+
+def _image(events: Any, tag: str, index: int = -1) -> np.ndarray:
+    import io
+
+    event = events.Images(tag)[index]
+    return np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+
+
+def _fit(
+    tmp_path: Path,
+    callbacks: list[pl.Callback],
+    model: pl.LightningModule | None = None,
+    **overrides: Any,
+) -> tuple[pl.Trainer, pl.LightningModule]:
+    model = model or TinyCNN()
+    trainer = make_trainer(tmp_path, callbacks, **overrides)
+    train, val = loaders()
+    trainer.fit(model, train, val)
+    return trainer, model
+
+
+# -- ActivationStatsMonitor ------------------------------------------------------------------
+
+
+def test_dead_layer_reads_100_percent_dead_and_healthy_layer_0(tmp_path: Path) -> None:
+    _fit(
+        tmp_path,
+        [ActivationStatsMonitor(every_n_steps=1)],
+        TinyCNN(dead_layer=True),
+        limit_train_batches=3,
+    )
+    events = read_events(tmp_path / LOG)
+    dead = events.Scalars("activation_stats/dead_fraction/dead_relu")
+    assert [e.step for e in dead] == [1, 2, 3]
+    assert [e.value for e in dead] == [1.0, 1.0, 1.0]
+    assert [e.value for e in events.Scalars("activation_stats/sparsity/dead_relu")] == [1.0] * 3
+    assert [e.value for e in events.Scalars("activation_stats/dead_channels/dead_relu")] == [
+        4.0
+    ] * 3
+    assert [e.value for e in events.Scalars("activation_stats/dead_fraction/relu2")] == [0.0] * 3
+    sparsity = events.Scalars("activation_stats/sparsity/relu2")[0].value
+    assert 0.2 < sparsity < 0.8  # BatchNorm then ReLU: about half the values are zero
+    # the picture: 4 channels in a 2 x 2 grid of 12 px cells, all red (dead)
+    picture = _image(events, "activation_stats/channels/dead_relu")
+    assert picture.shape == (1 + 2 * 13, 1 + 2 * 13, 3)
+    red = picture[1 + 6, 1 + 6]
+    assert red[0] > 200 and red[1] < 50 and red[2] < 50
+    histogram = events.Histograms("activation_stats/channel_activity/relu2")[-1]
+    assert histogram.histogram_value.num == 8
+
+
+def test_stats_window_and_default_interval(tmp_path: Path) -> None:
+    # default: the Trainer's log_every_n_steps (2 here); 4 batches -> logs at steps 2 and 4
+    _fit(
+        tmp_path,
+        [ActivationStatsMonitor(window_steps=4, log_histograms=False, log_images=False)],
+        limit_train_batches=4,
+        log_every_n_steps=2,
+    )
+    events = read_events(tmp_path / LOG)
+    assert [e.step for e in events.Scalars("activation_stats/sparsity/relu1")] == [2, 4]
+    assert events.Tags()["images"] == [] and events.Tags()["histograms"] == []
+
+
+def test_stats_state_dict_round_trip(tmp_path: Path) -> None:
+    monitor = ActivationStatsMonitor(every_n_steps=3)
+    _fit(tmp_path, [monitor], limit_train_batches=2)  # 2 batches counted, none logged yet
+    state = monitor.state_dict()
+    assert state["batches_in_interval"] == 2
+    counts, elements = state["current"]["relu1"]
+    assert counts.shape == (4,) and elements == 2 * 8 * 16 * 16
+    restored = ActivationStatsMonitor(every_n_steps=3)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.state_dict()["current"]["relu1"][0], counts)
+
+
+# -- ActivationMapMonitor --------------------------------------------------------------------
+
+
+def test_activation_maps_logged_per_layer_from_first_validation_images(tmp_path: Path) -> None:
+    monitor = ActivationMapMonitor(num_probe_images=2, tile_side=16)
+    _fit(tmp_path, [monitor], max_epochs=2)
+    events = read_events(tmp_path / LOG)
+    assert sorted(events.Tags()["images"]) == ["activation_maps/relu1", "activation_maps/relu2"]
+    assert [e.step for e in events.Images("activation_maps/relu2")] == [0, 2, 4]
+    _, val = loaders()
+    first_val = next(iter(val))[0][:2]
+    assert monitor.state_dict()["probe"] is not None
+    assert torch.equal(monitor.state_dict()["probe"], first_val)
+    # relu2: 8 channels, 16x16 maps -> 3 x 3 grid of 16 px boxes with 2 px padding: 56 px;
+    # two probe rows stacked -> 112 px high
+    picture = _image(events, "activation_maps/relu2")
+    assert picture.shape[0] == 2 * (2 + 3 * 18)
+
+
+def test_activation_maps_with_user_probe_and_without_validation(tmp_path: Path) -> None:
+    probe = torch.randn(1, 3, 16, 16)
+    _fit(tmp_path, [ActivationMapMonitor(layers="relu1", probe_images=probe)], limit_val_batches=0)
+    events = read_events(tmp_path / LOG)
+    assert events.Tags()["images"] == ["activation_maps/relu1"]
+
+
+def test_activation_maps_fall_back_to_training_images(tmp_path: Path) -> None:
+    monitor = ActivationMapMonitor(layers="relu1")
+    _fit(tmp_path, [monitor], limit_val_batches=0)
+    train, _ = loaders()
+    assert torch.equal(monitor.state_dict()["probe"], next(iter(train))[0][:1])
+    assert [e.step for e in read_events(tmp_path / LOG).Images("activation_maps/relu1")] == [2]
+
+
+# -- FilterMonitor ---------------------------------------------------------------------------
+
+
+def test_filters_rgb_first_layer_scores_and_change(tmp_path: Path) -> None:
+    _, model = _fit(tmp_path, [FilterMonitor(tile_side=9)], max_epochs=2)
+    events = read_events(tmp_path / LOG)
+    assert sorted(events.Tags()["images"]) == ["filters/conv1", "filters/conv2"]
+    assert [e.step for e in events.Images("filters/conv1")] == [0, 2, 4]
+    first = _image(events, "filters/conv1")
+    # 4 RGB filters, 3x3 upscaled x3 -> 2 x 2 grid of 9 px tiles with 1 px padding
+    assert first.shape == (1 + 2 * 10, 1 + 2 * 10, 3)
+    tile = first[1:10, 1:10].astype(int)
+    assert (tile[..., 0] != tile[..., 1]).any(), "an RGB filter is drawn in colour"
+    # conv2: 8 outputs x 4 inputs, one grey tile per pair
+    deeper = _image(events, "filters/conv2")
+    assert deeper.shape == (1 + 8 * 10, 1 + 4 * 10, 3)
+    score = events.Scalars("filters/noise_score/conv2")
+    assert score[-1].value == pytest.approx(filter_noise_score(model.conv2.weight).item(), rel=1e-5)
+    change = events.Scalars("filters/relative_change/conv1")
+    assert change[0].step == 0 and change[0].value == 0.0
+    assert change[-1].value > 0.0
+
+
+def test_filters_every_n_epochs_without_images(tmp_path: Path) -> None:
+    _fit(
+        tmp_path, [FilterMonitor(layers="conv2", every_n_epochs=2, log_images=False)], max_epochs=3
+    )
+    events = read_events(tmp_path / LOG)
+    assert events.Tags()["images"] == []
+    assert [e.step for e in events.Scalars("filters/noise_score/conv2")] == [0, 4]
+
+
+# -- shared behaviour --------------------------------------------------------------------------
+
+
+def all_callbacks() -> list[pl.Callback]:
+    return [
+        ActivationStatsMonitor(every_n_steps=1),
+        ActivationMapMonitor(),
+        FilterMonitor(),
+    ]
+
+
+def test_fast_dev_run_is_idle(tmp_path: Path) -> None:
+    trainer, _ = _fit(tmp_path, all_callbacks(), fast_dev_run=True)
+    assert trainer.state.finished
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_and_test_leave_callbacks_idle(tmp_path: Path) -> None:
+    model = TinyCNN()
+    model.test_step = model.validation_step  # type: ignore[method-assign]
+    trainer = make_trainer(tmp_path, all_callbacks())
+    _, val = loaders()
+    trainer.validate(model, val)
+    trainer.test(model, val)
+    assert hook_count(model) == 0
+
+
+@pytest.mark.parametrize("callback", [ActivationStatsMonitor, ActivationMapMonitor, FilterMonitor])
+def test_missing_tensorboard_logger_fails_in_setup(tmp_path: Path, callback: type) -> None:
+    with pytest.raises(MisconfigurationException, match=r"needs a TensorBoardLogger.*no logger"):
+        _fit(tmp_path, [callback()], logger=False)
+    with pytest.raises(MisconfigurationException, match="found CSVLogger"):
+        _fit(tmp_path, [callback()], logger=CSVLogger(str(tmp_path)))
+
+
+class LinearOnly(TinyCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = self.conv2 = None  # type: ignore[assignment]
+        self.flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flat(x)
+
+
+@pytest.mark.parametrize("callback", [ActivationStatsMonitor, ActivationMapMonitor, FilterMonitor])
+def test_model_without_conv_fails_in_setup(tmp_path: Path, callback: type) -> None:
+    with pytest.raises(MisconfigurationException, match="no convolution layer to monitor"):
+        _fit(tmp_path, [callback()], LinearOnly())
+
+
+def test_unknown_layer_fails_in_setup_with_available_names(tmp_path: Path) -> None:
+    with pytest.raises(MisconfigurationException, match=r"'conv9'.*conv1 \(Conv2d\)"):
+        _fit(tmp_path, [ActivationStatsMonitor(layers="conv9")])
+    with pytest.raises(MisconfigurationException, match="not a convolution: relu1"):
+        _fit(tmp_path, [FilterMonitor(layers=["conv1", "relu1"])])
+
+
+@pytest.mark.parametrize(
+    ("factory", "argument"),
+    [
+        (lambda: ActivationStatsMonitor(every_n_steps=0), "every_n_steps"),
+        (lambda: ActivationStatsMonitor(window_steps=-1), "window_steps"),
+        (lambda: ActivationStatsMonitor(layers=[]), "layers"),
+        (lambda: ActivationStatsMonitor(layers=3), "layers"),
+        (lambda: ActivationMapMonitor(every_n_epochs=0), "every_n_epochs"),
+        (lambda: ActivationMapMonitor(num_probe_images=True), "num_probe_images"),
+        (lambda: ActivationMapMonitor(probe_images=torch.zeros(3, 8, 8)), "probe_images"),
+        (lambda: FilterMonitor(max_outputs=0), "max_outputs"),
+        (lambda: FilterMonitor(every_n_epochs=1.5), "every_n_epochs"),
+    ],
+)
+def test_bad_arguments_name_the_argument(factory: Any, argument: str) -> None:
+    with pytest.raises(ValueError, match=f"^{argument}: expected"):
+        factory()
+
+
+class Exploding(TinyCNN):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if batch_idx == 1:
+            raise RuntimeError("user model exploded")
+        return super().training_step(batch, batch_idx)
+
+
+def test_no_hooks_survive_fit_or_an_exception(tmp_path: Path) -> None:
+    model = TinyCNN()
+    _fit(tmp_path, all_callbacks(), model)
+    assert hook_count(model) == 0
+    exploding = Exploding()
+    with pytest.raises(RuntimeError, match="user model exploded"):
+        _fit(tmp_path / "b", all_callbacks(), exploding)
+    assert hook_count(exploding) == 0
