@@ -145,7 +145,7 @@ def filter_grid(
 
 
 def channel_activity_image(
-    activity: torch.Tensor, cell_side: int = 12, cmap: str = "viridis"
+    activity: torch.Tensor, cell_side: int = 8, cmap: str = "viridis"
 ) -> torch.Tensor:
     """One cell per channel, coloured by its activity rate in ``[0, 1]``; dead channels red.
 
@@ -158,8 +158,15 @@ def channel_activity_image(
     """
     activity = activity.detach().float().cpu()
     channels = activity.numel()
-    colours = colorize(activity, cmap).T.clone()  # C x 3
-    dead = activity <= 0
-    colours[dead] = torch.tensor(DEAD_RGB)
-    cells = colours[:, :, None, None].expand(-1, -1, cell_side, cell_side)
-    return _grid(cells, nrow=math.ceil(math.sqrt(channels)), padding=1)
+    columns = math.ceil(math.sqrt(channels))
+    rows = math.ceil(channels / columns)
+    colours = torch.full((rows * columns, 3), GRID_COLOR)
+    colours[:channels] = colorize(activity, cmap).T
+    colours[:channels][activity <= 0] = torch.tensor(DEAD_RGB)
+    pitch = cell_side + 1  # a cell and the grid line before it
+    picture = colours.view(rows, columns, 3).permute(2, 0, 1)
+    picture = picture.repeat_interleave(pitch, dim=1).repeat_interleave(pitch, dim=2)
+    picture = F.pad(picture, (0, 1, 0, 1), value=GRID_COLOR)
+    picture[:, ::pitch, :] = GRID_COLOR
+    picture[:, :, ::pitch] = GRID_COLOR
+    return picture

@@ -47,3 +47,12 @@ def test_conv_with_bias_minus_1e3_is_100_percent_dead() -> None:
     with capture_activations(healthy) as acts:
         healthy(x)
     assert dead_fraction(channel_positive_counts(acts["1"])).item() == 0.0
+
+
+def test_counts_agree_for_contiguous_and_channels_last_layouts() -> None:
+    activation = torch.randn(4, 6, 5, 7)
+    channels_last = activation.to(memory_format=torch.channels_last)
+    expected = (activation > 0).sum(dim=(0, 2, 3))
+    assert torch.equal(channel_positive_counts(activation), expected)
+    assert torch.equal(channel_positive_counts(channels_last), expected)
+    assert channel_positive_counts(activation).dtype == torch.int64

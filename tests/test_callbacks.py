@@ -47,7 +47,7 @@ def _fit(
 def test_dead_layer_reads_100_percent_dead_and_healthy_layer_0(tmp_path: Path) -> None:
     _fit(
         tmp_path,
-        [ActivationStatsMonitor(every_n_steps=1)],
+        [ActivationStatsMonitor(every_n_steps=1, detail_every_n_logs=2)],
         TinyCNN(dead_layer=True),
         limit_train_batches=3,
     )
@@ -62,10 +62,12 @@ def test_dead_layer_reads_100_percent_dead_and_healthy_layer_0(tmp_path: Path) -
     assert [e.value for e in events.Scalars("activation_stats/dead_fraction/relu2")] == [0.0] * 3
     sparsity = events.Scalars("activation_stats/sparsity/relu2")[0].value
     assert 0.2 < sparsity < 0.8  # BatchNorm then ReLU: about half the values are zero
-    # the picture: 4 channels in a 2 x 2 grid of 12 px cells, all red (dead)
+    # the picture: 4 channels in a 2 x 2 grid of 8 px cells, all red (dead)
+    pictures = events.Images("activation_stats/channels/dead_relu")
+    assert [e.step for e in pictures] == [1, 3]  # details on the 1st log and every 2nd after
     picture = _image(events, "activation_stats/channels/dead_relu")
-    assert picture.shape == (1 + 2 * 13, 1 + 2 * 13, 3)
-    red = picture[1 + 6, 1 + 6]
+    assert picture.shape == (1 + 2 * 9, 1 + 2 * 9, 3)
+    red = picture[1 + 4, 1 + 4]
     assert red[0] > 200 and red[1] < 50 and red[2] < 50
     histogram = events.Histograms("activation_stats/channel_activity/relu2")[-1]
     assert histogram.histogram_value.num == 8
@@ -226,6 +228,7 @@ def test_unknown_layer_fails_in_setup_with_available_names(tmp_path: Path) -> No
         (lambda: ActivationStatsMonitor(every_n_steps=0), "every_n_steps"),
         (lambda: ActivationStatsMonitor(window_steps=-1), "window_steps"),
         (lambda: ActivationStatsMonitor(layers=[]), "layers"),
+        (lambda: ActivationStatsMonitor(detail_every_n_logs=0), "detail_every_n_logs"),
         (lambda: ActivationStatsMonitor(layers=3), "layers"),
         (lambda: ActivationMapMonitor(every_n_epochs=0), "every_n_epochs"),
         (lambda: ActivationMapMonitor(num_probe_images=True), "num_probe_images"),

@@ -69,6 +69,9 @@ class ActivationStatsMonitor(ConvVizCallback):
             as dead, rounded up to whole logging intervals; ``None`` means since the last log.
         log_histograms: Also log the per-channel activity histograms.
         log_images: Also log the per-channel activity pictures.
+        detail_every_n_logs: Write histograms and pictures on the first logging step and then
+            on every this many logging steps (1: every time). Scalars are cheap and always
+            written; a picture costs a PNG encoding on the training thread.
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
@@ -85,16 +88,20 @@ class ActivationStatsMonitor(ConvVizCallback):
         window_steps: int | None = None,
         log_histograms: bool = True,
         log_images: bool = True,
+        detail_every_n_logs: int = 10,
     ) -> None:
         super().__init__()
         check_layers_argument(layers)
         check_positive_int("every_n_steps", every_n_steps, allow_none=True)
         check_positive_int("window_steps", window_steps, allow_none=True)
+        check_positive_int("detail_every_n_logs", detail_every_n_logs)
         self.layers = layers
         self.every_n_steps = every_n_steps
         self.window_steps = window_steps
         self.log_histograms = log_histograms
         self.log_images = log_images
+        self.detail_every_n_logs = detail_every_n_logs
+        self._logs_written = 0
         self._layers: dict[str, nn.Module] = {}
         self._interval = 1
         self._window: deque[_Chunk] = deque(maxlen=1)
@@ -186,19 +193,22 @@ class ActivationStatsMonitor(ConvVizCallback):
         flat = torch.cat([totals[n][0].to(device, torch.int64) for n in names] + [elements])
         flat = trainer.strategy.reduce(flat, reduce_op="sum")  # on every rank: alive anywhere
         host = flat.cpu()  # the one host transfer of this logging step
+        detailed = self._logs_written % self.detail_every_n_logs == 0
+        self._logs_written += 1
         if not trainer.is_global_zero:
             return
         sizes = [totals[n][0].numel() for n in names]
         per_layer = host[: sum(sizes)].split(sizes)
         host_elements = host[sum(sizes) :].tolist()
-        self._log(
-            trainer, dict(zip(names, zip(per_layer, host_elements, strict=True), strict=True))
-        )
+        stats = dict(zip(names, zip(per_layer, host_elements, strict=True), strict=True))
+        self._log(trainer, stats, detailed)
 
-    def _log(self, trainer: Trainer, stats: dict[str, tuple[torch.Tensor, int]]) -> None:
+    def _log(
+        self, trainer: Trainer, stats: dict[str, tuple[torch.Tensor, int]], detailed: bool
+    ) -> None:
         step = trainer.global_step
         metrics: dict[str, float] = {}
-        writer = self._writer(trainer)
+        writer = self._writer(trainer) if detailed else None
         for name, (positive, elements) in stats.items():
             dead = positive == 0
             metrics[self._tag("sparsity", name)] = 1.0 - positive.sum().item() / (
@@ -229,12 +239,14 @@ class ActivationStatsMonitor(ConvVizCallback):
 
         return {
             "batches_in_interval": self._batches_in_interval,
+            "logs_written": self._logs_written,
             "current": to_cpu(self._current),
             "window": [to_cpu(chunk) for chunk in self._window],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._batches_in_interval = int(state_dict["batches_in_interval"])
+        self._logs_written = int(state_dict.get("logs_written", 0))
         self._current = dict(state_dict["current"])
         self._window = deque(
             (dict(chunk) for chunk in state_dict["window"]), maxlen=self._window.maxlen

@@ -1,0 +1,126 @@
+"""Step-time overhead of ActivationStatsMonitor logging every step, on a ResNet-18 (CPU).
+
+ResNet-18 from torchvision (random init, 10 classes), 64x64 inputs, batch 32, plain SGD. The
+baseline and the monitored run alternate in the same process (ABAB...), each a short real
+``Trainer.fit`` with a TensorBoard logger that logs every step; the per-step time is the median
+of the timed steps (the first steps of each run are warm-up). Writes a table to
+``docs/benchmarks.md``.
+
+Usage: ``python benchmarks/activation_stats_overhead.py [--rounds 4] [--steps 12]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_convviz import ActivationStatsMonitor
+
+WARMUP = 3
+
+
+class ResNetModule(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torchvision.models.resnet18(num_classes=10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+
+
+class StepTimer(pl.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def run(monitored: bool, steps: int, log_dir: str) -> list[float]:
+    pl.seed_everything(0, verbose=False)
+    data = TensorDataset(torch.randn(32 * steps, 3, 64, 64), torch.randint(0, 10, (32 * steps,)))
+    timer = StepTimer()
+    callbacks: list[pl.Callback] = [timer]
+    if monitored:
+        callbacks.insert(0, ActivationStatsMonitor(every_n_steps=1))
+    trainer = pl.Trainer(
+        max_epochs=1, logger=TensorBoardLogger(log_dir), log_every_n_steps=1,
+        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=1,
+    )
+    trainer.fit(ResNetModule(), DataLoader(data, batch_size=32))
+    return timer.times[WARMUP:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--output", default=str(Path(__file__).parents[1] / "docs/benchmarks.md"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as log_dir:
+        for round_index in range(args.rounds):
+            for monitored in (False, True):
+                times[monitored] += run(monitored, args.steps, log_dir)
+            print(f"round {round_index + 1}/{args.rounds} done", flush=True)
+    base = statistics.median(times[False])
+    with_monitor = statistics.median(times[True])
+    ratio = with_monitor / base
+    lines = [
+        "| run | median step time (s) | steps timed |",
+        "|---|---|---|",
+        f"| baseline (TensorBoard logger, no callback) | {base:.4f} | {len(times[False])} |",
+        f"| ActivationStatsMonitor(every_n_steps=1) | {with_monitor:.4f} | {len(times[True])} |",
+        "",
+        f"Ratio: **{ratio:.3f}** (overhead {100 * (ratio - 1):+.1f} %), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads.",
+    ]
+    print("\n".join(lines))
+    _write_section(Path(args.output), "ActivationStatsMonitor overhead", "\n".join(lines))
+
+
+def _write_section(path: Path, title: str, body: str) -> None:
+    """Replace (or append) the ``## title`` section of the results file."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    header = f"## {title}"
+    section = f"{header}\n\n{body}\n"
+    if header in text:
+        start = text.index(header)
+        end = text.find("\n## ", start + len(header))
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
