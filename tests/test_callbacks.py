@@ -257,3 +257,25 @@ def test_no_hooks_survive_fit_or_an_exception(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="user model exploded"):
         _fit(tmp_path / "b", all_callbacks(), exploding)
     assert hook_count(exploding) == 0
+
+
+def test_dead_judgement_covers_the_whole_window() -> None:
+    """A channel alive in an earlier interval of the window is not dead; once it has been
+    silent for the whole window, it is."""
+    from types import SimpleNamespace
+
+    monitor = ActivationStatsMonitor(layers="relu1", every_n_steps=1, window_steps=2)
+    trainer = SimpleNamespace(
+        log_every_n_steps=1,
+        strategy=SimpleNamespace(root_device=torch.device("cpu"), reduce=lambda t, **_: t),
+        is_global_zero=False,
+    )
+    monitor._setup_model(trainer, TinyCNN())  # type: ignore[arg-type]
+    alive_then_silent = [torch.ones(1, 2, 1, 1), -torch.ones(1, 2, 1, 1), -torch.ones(1, 2, 1, 1)]
+    dead_counts = []
+    for output in alive_then_silent:
+        monitor._accumulate("relu1", output)
+        monitor._flush(trainer)  # type: ignore[arg-type]
+        counts, _ = monitor._window_totals()["relu1"]
+        dead_counts.append(int((counts == 0).sum()))
+    assert dead_counts == [0, 0, 2]

@@ -1,0 +1,42 @@
+"""The same checks on a CUDA device, where one is present (skipped on CPU-only machines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TinyCNN, hook_count, loaders, make_trainer, read_events
+from test_safety import HOOKS, After, Before
+
+from lightning_convviz import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_callbacks_on_cuda_count_dead_filters_and_leave_training_untouched(
+    tmp_path: Path,
+) -> None:
+    model = TinyCNN(dead_layer=True)
+    before = Before()
+    after = After(before)
+    callbacks = [
+        before,
+        ActivationStatsMonitor(every_n_steps=1),
+        ActivationMapMonitor(),
+        FilterMonitor(),
+        after,
+    ]
+    trainer = make_trainer(tmp_path, callbacks, accelerator="gpu", max_epochs=2)
+    train, val = loaders()
+    trainer.fit(model, train, val)
+    assert trainer.strategy.root_device.type == "cuda"
+    assert set(after.checked) == set(HOOKS)
+    assert hook_count(model) == 0
+    events = read_events(tmp_path / "run/version_0")
+    assert [e.value for e in events.Scalars("activation_stats/dead_fraction/dead_relu")] == [
+        1.0
+    ] * 4
+    assert [e.value for e in events.Scalars("activation_stats/dead_fraction/relu2")] == [0.0] * 4
+    assert "activation_maps/relu2" in events.Tags()["images"]
+    assert "filters/conv1" in events.Tags()["images"]
