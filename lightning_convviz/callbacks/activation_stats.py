@@ -16,7 +16,12 @@ from lightning_convviz.callbacks.base import (
     check_layers_argument,
     check_positive_int,
 )
-from lightning_convviz.functional.activity import channel_positive_counts
+from lightning_convviz.functional.activity import (
+    channel_positive_counts,
+    dead_channels,
+    dead_fraction,
+    sparsity,
+)
 from lightning_convviz.functional.capture import LayerSpec, hook_outputs
 
 __all__ = ["ActivationStatsMonitor"]
@@ -210,12 +215,9 @@ class ActivationStatsMonitor(ConvVizCallback):
         metrics: dict[str, float] = {}
         writer = self._writer(trainer) if detailed else None
         for name, (positive, elements) in stats.items():
-            dead = positive == 0
-            metrics[self._tag("sparsity", name)] = 1.0 - positive.sum().item() / (
-                elements * positive.numel()
-            )
-            metrics[self._tag("dead_fraction", name)] = dead.double().mean().item()
-            metrics[self._tag("dead_channels", name)] = float(dead.sum().item())
+            metrics[self._tag("sparsity", name)] = sparsity(positive, elements).item()
+            metrics[self._tag("dead_fraction", name)] = dead_fraction(positive).item()
+            metrics[self._tag("dead_channels", name)] = float(dead_channels(positive).sum())
             activity = positive.double() / elements
             if writer is not None and self.log_histograms:
                 writer.add_histogram(
