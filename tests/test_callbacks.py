@@ -279,3 +279,15 @@ def test_dead_judgement_covers_the_whole_window() -> None:
         counts, _ = monitor._window_totals()["relu1"]
         dead_counts.append(int((counts == 0).sum()))
     assert dead_counts == [0, 0, 2]
+
+
+def test_scalars_reach_every_logger_and_respect_the_tensorboard_prefix(tmp_path: Path) -> None:
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    tensorboard = TensorBoardLogger(str(tmp_path), name="run", version=0, prefix="p")
+    csv = CSVLogger(str(tmp_path), name="csv", version=0)
+    _fit(tmp_path, [ActivationStatsMonitor(every_n_steps=1)], logger=[tensorboard, csv])
+    tags = read_events(tmp_path / LOG).Tags()["scalars"]
+    assert "p-activation_stats/sparsity/relu1" in tags
+    header = (tmp_path / "csv/version_0/metrics.csv").read_text().splitlines()[0]
+    assert "activation_stats/dead_fraction/relu2" in header.split(",")
