@@ -56,3 +56,19 @@ def test_counts_agree_for_contiguous_and_channels_last_layouts() -> None:
     assert torch.equal(channel_positive_counts(activation), expected)
     assert torch.equal(channel_positive_counts(channels_last), expected)
     assert channel_positive_counts(activation).dtype == torch.int64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_counts_equal_the_plain_definition_in_every_dtype(dtype: torch.dtype) -> None:
+    activation = torch.randn(16, 5, 9, 11).relu().to(dtype) - 0.3 * torch.rand(1).item()
+    activation[0, 1, 2, 3] = float("inf")
+    activation[1, 2, 0, 0] = float("-inf")
+    activation[2, 3] = -0.0
+    expected = (activation > 0).sum(dim=(0, 2, 3))
+    assert torch.equal(channel_positive_counts(activation), expected)
+
+
+def test_nan_is_not_positive() -> None:
+    activation = torch.ones(3, 2, 2, 2)
+    activation[1, 0, 0, 0] = float("nan")
+    assert channel_positive_counts(activation).tolist() == [11, 12]

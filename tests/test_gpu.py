@@ -40,3 +40,15 @@ def test_callbacks_on_cuda_count_dead_filters_and_leave_training_untouched(
     assert [e.value for e in events.Scalars("activation_stats/dead_fraction/relu2")] == [0.0] * 4
     assert "activation_maps/relu2" in events.Tags()["images"]
     assert "filters/conv1" in events.Tags()["images"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_counts_on_cuda_equal_the_plain_definition(dtype: torch.dtype) -> None:
+    from lightning_convviz.functional import channel_positive_counts
+
+    activation = torch.randn(16, 5, 9, 11, device="cuda").to(dtype)
+    activation[0, 1, 2, 3] = float("nan")
+    activation[1, 2, 0, 0] = float("inf")
+    activation = activation.contiguous(memory_format=torch.channels_last)
+    expected = (activation > 0).sum(dim=(0, 2, 3))
+    assert torch.equal(channel_positive_counts(activation), expected)

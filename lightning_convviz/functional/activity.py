@@ -14,7 +14,8 @@ __all__ = ["channel_positive_counts", "dead_channels", "dead_fraction", "sparsit
 def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
     """How many elements of each channel (dim 1) are positive, summed over every other dim.
 
-    Runs on the tensor's device with no host synchronisation.
+    Runs on the tensor's device with no host synchronisation. NaN is not positive (as with
+    ``activation > 0``).
 
     Example:
         >>> channel_positive_counts(torch.tensor([[1.0, -1.0], [2.0, 0.0]]))  # N=2, C=2
@@ -33,13 +34,15 @@ def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"activation: expected N x C x ..., got a tensor of shape {tuple(activation.shape)}"
         )
-    if activation.is_contiguous() and activation.ndim > 2:
-        # N x C x (rest): int32 row sums then int64 over N, about 2.5x faster on CPU than
-        # one reduction over the non-adjacent dims (0, 2, 3)
-        rows = activation.flatten(2).gt(0).sum(dim=2, dtype=torch.int32)
-        return rows.sum(dim=0, dtype=torch.int64)
-    dims = [0, *range(2, activation.ndim)]
-    return (activation > 0).sum(dim=dims)
+    # sign() clamped at 0 is 1 where positive and 0 elsewhere (sign(NaN) is 0), in the
+    # activation's dtype: on CPU two to three times faster than summing the bool `> 0`.
+    # Per-map sums are exact in float32 below 2**24 elements, then summed over N in float64.
+    positive = torch.sign(activation.detach()).clamp_(min=0)
+    if activation.ndim > 2:
+        per_map = activation[0, 0].numel()
+        dtype = torch.float32 if per_map < 2**24 else torch.float64
+        positive = positive.sum(dim=tuple(range(2, activation.ndim)), dtype=dtype)
+    return positive.sum(dim=0, dtype=torch.float64).to(torch.int64)
 
 
 def sparsity(
