@@ -1,11 +1,18 @@
 """lightning_convviz: see what your ConvNet is learning while it trains.
 
-PyTorch Lightning callbacks that log activation statistics, activation maps and filters to
-TensorBoard, built on a pure-torch core in :mod:`lightning_convviz.functional`.
+PyTorch Lightning callbacks that log activation statistics, activation maps, filters and
+attribution maps (saliency, guided backprop, Grad-CAM, occlusion) to TensorBoard, built on a
+pure-torch core in :mod:`lightning_convviz.functional`.
 """
 
 from lightning_convviz import functional
-from lightning_convviz.callbacks import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+from lightning_convviz.callbacks import (
+    ActivationMapMonitor,
+    ActivationStatsMonitor,
+    FilterMonitor,
+    OcclusionMonitor,
+    SaliencyMonitor,
+)
 
 __version__ = "0.1.0"
 
@@ -13,6 +20,8 @@ __all__ = [
     "ActivationMapMonitor",
     "ActivationStatsMonitor",
     "FilterMonitor",
+    "OcclusionMonitor",
+    "SaliencyMonitor",
     "__version__",
     "functional",
 ]

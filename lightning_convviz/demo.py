@@ -16,7 +16,13 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 
-from lightning_convviz.callbacks import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+from lightning_convviz.callbacks import (
+    ActivationMapMonitor,
+    ActivationStatsMonitor,
+    FilterMonitor,
+    OcclusionMonitor,
+    SaliencyMonitor,
+)
 from lightning_convviz.data import DigitsDataModule
 
 __all__ = ["DigitsConvNet", "default_callbacks", "main", "train"]
@@ -88,6 +94,8 @@ def default_callbacks() -> list[pl.Callback]:
         ActivationStatsMonitor(every_n_steps=10),
         ActivationMapMonitor(num_probe_images=2, every_n_epochs=2),
         FilterMonitor(every_n_epochs=2),
+        SaliencyMonitor(methods=("saliency", "guided_backprop", "grad_cam"), every_n_epochs=2),
+        OcclusionMonitor(every_n_epochs=2),
     ]
 
 

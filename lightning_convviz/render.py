@@ -1,4 +1,4 @@
-"""Tensors to pictures: grids, filter tiles, channel-activity maps. Output is uint8 ``H x W x 3``.
+"""Tensors to pictures: grids, filters, channel activity, heat-map overlays; uint8 ``H x W x 3``.
 
 Everything here is deterministic and free of Lightning; the callbacks call it on rank zero.
 """
@@ -18,8 +18,11 @@ __all__ = [
     "channel_activity_image",
     "colorize",
     "filter_grid",
+    "heat_overlay",
     "image_for_display",
+    "labelled_grid",
     "normalize_per_tile",
+    "scale_to_unit",
     "to_uint8_hwc",
     "upscale",
 ]
@@ -170,3 +173,68 @@ def channel_activity_image(
     picture[:, ::pitch, :] = GRID_COLOR
     picture[:, :, ::pitch] = GRID_COLOR
     return picture
+
+
+def scale_to_unit(maps: torch.Tensor, quantile: float = 0.99) -> torch.Tensor:
+    """Scale each non-negative map ``maps[i]`` so its ``quantile`` reads 1 (then clip to 1).
+
+    A quantile rather than the maximum keeps one extreme pixel from washing out the rest of a
+    saliency map. All-zero maps stay zero.
+    """
+    flat = maps.detach().float().flatten(1).clamp_min(0)
+    top = torch.quantile(flat, quantile, dim=1, keepdim=True)
+    top = torch.where(top > 0, top, flat.max(dim=1, keepdim=True).values)
+    scaled = torch.where(top > 0, flat / top.clamp_min(1e-12), torch.zeros_like(flat))
+    return scaled.clamp(max=1).view_as(maps)
+
+
+def heat_overlay(
+    image: torch.Tensor, heat: torch.Tensor, cmap: str = "jet", alpha: float = 0.5
+) -> torch.Tensor:
+    """An input image ``C x H x W`` with a heat map ``h x w`` in ``[0, 1]`` laid over it.
+
+    The heat map is resized (bilinear) to the image, coloured with ``cmap`` and blended with a
+    grey copy of the image: ``3 x H x W`` in ``[0, 1]``.
+    """
+    shown = image_for_display(image.detach().float().cpu())
+    grey = shown.mean(dim=0, keepdim=True).expand(3, -1, -1)
+    heat = heat.detach().float().cpu()
+    if heat.shape != shown.shape[1:]:
+        heat = F.interpolate(
+            heat[None, None], size=tuple(shown.shape[1:]), mode="bilinear", align_corners=False
+        )[0, 0]
+    return (1 - alpha) * grey + alpha * colorize(heat, cmap)
+
+
+def labelled_grid(
+    tiles: torch.Tensor, captions: list[str], columns: int = 8, min_side: int = 96
+) -> np.ndarray:
+    """Tiles ``N x 3 x H x W`` in ``[0, 1]`` in a grid, each with a caption under it.
+
+    Captions may have several lines (``"\\n"``); the strip under each tile fits the longest.
+
+    Returns a ``H x W x 3`` uint8 array ready for ``SummaryWriter.add_image(...,
+    dataformats="HWC")``.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    tiles = upscale(tiles.detach().float().cpu(), min_side)
+    count, _, height, width = tiles.shape
+    columns = max(1, min(columns, count))
+    rows = math.ceil(count / columns)
+    font = ImageFont.load_default(size=11)
+    line_count = max((caption.count("\n") + 1 for caption in captions), default=1)
+    caption_height = 2 + 13 * line_count
+    pad = 2
+    cell_w, cell_h = width + pad, height + caption_height + pad
+    canvas = Image.new(
+        "RGB", (columns * cell_w + pad, rows * cell_h + pad), (round(GRID_COLOR * 255),) * 3
+    )
+    draw = ImageDraw.Draw(canvas)
+    for index in range(count):
+        left = pad + (index % columns) * cell_w
+        top = pad + (index // columns) * cell_h
+        canvas.paste(Image.fromarray(to_uint8_hwc(tiles[index])), (left, top))
+        position = (left + 2, top + height + 1)
+        draw.multiline_text(position, captions[index], fill=(255,) * 3, font=font, spacing=2)
+    return np.asarray(canvas).copy()

@@ -3,5 +3,13 @@
 from lightning_convviz.callbacks.activation_maps import ActivationMapMonitor
 from lightning_convviz.callbacks.activation_stats import ActivationStatsMonitor
 from lightning_convviz.callbacks.filters import FilterMonitor
+from lightning_convviz.callbacks.occlusion import OcclusionMonitor
+from lightning_convviz.callbacks.saliency import SaliencyMonitor
 
-__all__ = ["ActivationMapMonitor", "ActivationStatsMonitor", "FilterMonitor"]
+__all__ = [
+    "ActivationMapMonitor",
+    "ActivationStatsMonitor",
+    "FilterMonitor",
+    "OcclusionMonitor",
+    "SaliencyMonitor",
+]

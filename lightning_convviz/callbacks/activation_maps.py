@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from lightning_convviz import render
@@ -15,9 +13,8 @@ from lightning_convviz.callbacks.base import (
     ConvVizCallback,
     check_layers_argument,
     check_positive_int,
-    clone_for_autograd,
-    inputs_from_batch,
 )
+from lightning_convviz.callbacks.probe import ProbeSet, check_probe_images
 from lightning_convviz.functional.capture import LayerSpec, capture_activations
 from lightning_convviz.functional.guard import preserved_state
 
@@ -75,13 +72,7 @@ class ActivationMapMonitor(ConvVizCallback):
     ) -> None:
         super().__init__()
         check_layers_argument(layers)
-        if probe_images is not None and (
-            not isinstance(probe_images, torch.Tensor) or probe_images.ndim != 4
-        ):
-            raise ValueError(
-                "probe_images: expected None or a tensor N x C x H x W, got "
-                f"{getattr(probe_images, 'shape', type(probe_images).__name__)}"
-            )
+        check_probe_images(probe_images)
         check_positive_int("num_probe_images", num_probe_images)
         check_positive_int("every_n_epochs", every_n_epochs)
         check_positive_int("max_channels", max_channels)
@@ -92,11 +83,7 @@ class ActivationMapMonitor(ConvVizCallback):
         self.max_channels = max_channels
         self.tile_side = tile_side
         self._layers: dict[str, nn.Module] = {}
-        self._probe: torch.Tensor | None = (
-            None if probe_images is None else probe_images.detach().clone().cpu()
-        )
-        self._probe_from_user = probe_images is not None
-        self._train_probe: torch.Tensor | None = None
+        self._probe = ProbeSet(type(self).__name__, num_probe_images, probe_images)
 
     @property
     def state_key(self) -> str:
@@ -107,13 +94,6 @@ class ActivationMapMonitor(ConvVizCallback):
 
     # -- probe selection -----------------------------------------------------------------------
 
-    def _take_probe(self, batch: Any) -> torch.Tensor:
-        try:
-            images = inputs_from_batch(batch)
-        except ValueError as error:
-            raise MisconfigurationException(f"{type(self).__name__}: {error}") from None
-        return clone_for_autograd(images[: self.num_probe_images]).cpu()
-
     def on_validation_batch_end(
         self,
         trainer: Trainer,
@@ -123,28 +103,19 @@ class ActivationMapMonitor(ConvVizCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._enabled and self._probe is None and batch_idx == 0 and dataloader_idx == 0:
-            self._probe = self._take_probe(batch)
+        if self._enabled:
+            self._probe.offer_validation_batch(batch, batch_idx, dataloader_idx)
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._enabled and self._probe is None and self._train_probe is None:
-            self._train_probe = self._take_probe(batch)
-
-    def _probe_images(self) -> torch.Tensor | None:
-        if self._probe is None and self._train_probe is not None:
-            rank_zero_info(
-                f"{type(self).__name__}: no validation batch seen; probing with the first "
-                "training images."
-            )
-            self._probe = self._train_probe
-        return self._probe
+        if self._enabled:
+            self._probe.offer_training_batch(batch)
 
     # -- drawing -------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._enabled and trainer.global_step == 0 and self._probe is not None:
+        if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
             self._draw(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -153,10 +124,10 @@ class ActivationMapMonitor(ConvVizCallback):
 
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         writer = self._writer(trainer)
-        probe = self._probe_images()
-        if writer is None or probe is None:
+        probe_set = self._probe.get()
+        if writer is None or probe_set is None:
             return
-        probe = probe.to(pl_module.device)
+        probe = probe_set[0].to(pl_module.device)
         with (
             preserved_state(pl_module),
             torch.no_grad(),
@@ -184,8 +155,7 @@ class ActivationMapMonitor(ConvVizCallback):
     # -- checkpointing -------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"probe": self._probe}
+        return self._probe.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not self._probe_from_user:
-            self._probe = state_dict.get("probe")
+        self._probe.load_state_dict(state_dict)

@@ -21,6 +21,7 @@ __all__ = [
     "hook_outputs",
     "is_conv",
     "resolve_layers",
+    "resolve_single_layer",
 ]
 
 #: Activation modules that end a conv block in :func:`default_activation_layers`.
@@ -166,6 +167,35 @@ def resolve_layers(
             selected[name] = module
             wanted.discard(id(module))
     return selected
+
+
+def resolve_single_layer(model: nn.Module, layer: LayerSpec | None) -> nn.Module:
+    """The one module ``layer`` selects; ``None`` selects the last convolution.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+        >>> resolve_single_layer(model, None) is model[2]
+        True
+
+    Raises:
+        ValueError: ``layer`` is unknown or selects several modules, or ``layer`` is ``None``
+            and the model has no convolution.
+    """
+    if layer is None:
+        convs = conv_layers(model)
+        if not convs:
+            raise ValueError(
+                f"layer: {type(model).__name__} has no convolution; pass layer=... (a module "
+                "name or a module)"
+            )
+        return list(convs.values())[-1]
+    selected = resolve_layers(model, layer)
+    if len(selected) != 1:
+        raise ValueError(
+            f"layer: expected exactly one module, {layer!r} selects {len(selected)}: "
+            f"{', '.join(selected)}"
+        )
+    return next(iter(selected.values()))
 
 
 def _available(named: Sequence[tuple[str, nn.Module]], limit: int = 40) -> str:

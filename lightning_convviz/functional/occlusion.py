@@ -1,0 +1,261 @@
+"""Occlusion sensitivity (Zeiler & Fergus, 2014): slide a patch over the image, watch the score.
+
+:func:`occlusion_scores` evaluates the model on every (image, window position) pair in
+memory-bounded batches and returns the target's score per position: the heat map of the
+CS231n notes. :func:`occlusion` turns those scores into a per-pixel attribution equal to
+Captum's ``Occlusion``: each pixel gets the mean drop in score over the windows that cover it.
+
+Speed, compared with evaluating each window separately (Captum's default) or in batches:
+
+* all windows of all images go through the model in large batches, under
+  ``torch.inference_mode``, in ``channels_last`` layout for 2-D convolutions;
+* a window whose pixels already equal the baseline (a black patch on black background) cannot
+  change the score: it is not evaluated.
+
+Pure torch: no Lightning, no logging.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from lightning_convviz.functional.arguments import Target, check_images, pair, target_indices
+from lightning_convviz.functional.guard import preserved_state
+
+__all__ = [
+    "OcclusionScores",
+    "Score",
+    "occluded_score_map",
+    "occlusion",
+    "occlusion_scores",
+    "window_starts",
+]
+
+#: What is compared: the softmax probability of the target, or its raw score (logit).
+Score = Literal["probability", "logit"]
+
+#: Default budget for one batch of occluded images: this many input elements (16 MiB float32).
+_BATCH_ELEMENTS = 1 << 22
+
+
+class OcclusionScores(NamedTuple):
+    """The target's score without occlusion and with the patch at each window position."""
+
+    #: ``(N,)`` score of the target for the unoccluded images.
+    base: torch.Tensor
+    #: ``(N, rows, columns)`` score with the patch's top-left corner at
+    #: ``(row_starts[i], column_starts[j])``.
+    occluded: torch.Tensor
+    #: Top edge of each window row, in pixels.
+    row_starts: list[int]
+    #: Left edge of each window column, in pixels.
+    column_starts: list[int]
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start of each window along one side, as Captum places them.
+
+    Windows start every ``stride`` pixels; when the last full window would leave pixels
+    uncovered, one more window starts there and is cut at the border.
+
+    Example:
+        >>> window_starts(10, 4, 3)
+        [0, 3, 6]
+        >>> window_starts(10, 4, 4)
+        [0, 4, 8]
+    """
+    count = math.ceil((size - window) / stride) + 1
+    return [index * stride for index in range(count)]
+
+
+def occlusion_scores(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    baseline: float = 0.0,
+    score: Score = "probability",
+    batch_size: int | None = None,
+) -> OcclusionScores:
+    """The target's score with a ``baseline`` patch at every window position of every image.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        >>> result = occlusion_scores(model, torch.rand(3, 1, 8, 8), 0, window=4, stride=2)
+        >>> tuple(result.occluded.shape), result.row_starts
+        ((3, 3, 3), [0, 2, 4])
+
+    Args:
+        model: Maps ``inputs`` to class scores ``N x classes``.
+        inputs: Images ``N x C x H x W``.
+        target: Class to score: one int for all images, or one per image.
+        window: Patch size ``(h, w)``, or one int for a square; covers every channel.
+        stride: Step between patches ``(h, w)``, or one int; at most the window size.
+        baseline: The value the patch fills the image with.
+        score: ``"probability"`` (softmax of the output) or ``"logit"`` (the output itself).
+        batch_size: Occluded images per forward pass; ``None`` keeps each batch near 4 M input
+            elements (memory-bounded whatever the image size).
+
+    Returns:
+        :class:`OcclusionScores` with the base and per-position scores, on the inputs' device.
+
+    Raises:
+        ValueError: ``inputs`` is not a floating tensor ``N x C x H x W``; the window is larger
+            than the image; a stride is < 1 or larger than the window; ``target`` is out of
+            range or of the wrong length; ``score`` or ``batch_size`` is not allowed.
+    """
+    check_images(inputs)
+    height, width = inputs.shape[2:]
+    window_h, window_w = pair("window", window)
+    stride_h, stride_w = pair("stride", stride)
+    if window_h > height or window_w > width:
+        raise ValueError(
+            f"window: ({window_h}, {window_w}) is larger than the image ({height}, {width})"
+        )
+    for name, step, size, side in (
+        ("height", stride_h, window_h, height),
+        ("width", stride_w, window_w, width),
+    ):
+        if step > size and size < side:
+            raise ValueError(
+                f"stride: the {name} stride {step} is larger than the window's {size}, which "
+                "would leave pixels never occluded"
+            )
+    if score not in ("probability", "logit"):
+        raise ValueError(f"score: expected 'probability' or 'logit', got {score!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size: expected None or an integer >= 1, got {batch_size!r}")
+
+    rows = window_starts(height, window_h, stride_h)
+    columns = window_starts(width, window_w, stride_w)
+    row_cover = _cover(rows, window_h, height, inputs.device)
+    column_cover = _cover(columns, window_w, width, inputs.device)
+    images = inputs.detach()
+    fill = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
+    count = images.shape[0]
+    per_image = len(rows) * len(columns)
+    chunk = batch_size or max(1, _BATCH_ELEMENTS // images[0].numel())
+
+    with preserved_state(model), torch.inference_mode():
+        base_outputs = model(_layout(images))
+        _check_outputs(base_outputs, count)
+        indices = target_indices(target, count, base_outputs.shape[1]).to(images.device)
+        base = _select(base_outputs, indices, score)
+        # Skip what cannot change: a window already equal to the baseline everywhere.
+        differs = (images != fill).any(dim=1).to(images.dtype)
+        changed = torch.einsum("nhw,rh,cw->nrc", differs, row_cover, column_cover) > 0
+        occluded = base[:, None, None].expand(count, len(rows), len(columns)).clone()
+        pending = changed.flatten().nonzero().squeeze(1)
+        masks = (row_cover[:, None, :, None] * column_cover[None, :, None, :]).flatten(0, 1) > 0
+        for start in range(0, pending.numel(), chunk):
+            pairs = pending[start : start + chunk]
+            image_index = pairs // per_image
+            batch = torch.where(masks[pairs % per_image][:, None], fill, images[image_index])
+            occluded.view(-1)[pairs] = _select(model(_layout(batch)), indices[image_index], score)
+    return OcclusionScores(base=base, occluded=occluded, row_starts=rows, column_starts=columns)
+
+
+def occlusion(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    baseline: float = 0.0,
+    score: Score = "probability",
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Per-pixel occlusion attribution: the mean drop of the target's score over the windows
+    that cover the pixel.
+
+    Equals Captum's ``Occlusion(f).attribute(inputs, target=target,
+    sliding_window_shapes=(C, h, w), strides=(C, sh, sw), baselines=baseline)`` with ``f`` the
+    model followed by a softmax (``score="probability"``) or the model itself (``"logit"``).
+    The scores per window position (the heat map) come from :func:`occlusion_scores`.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        >>> occlusion(model, torch.rand(2, 1, 4, 4), [0, 1], window=2, stride=2).shape
+        torch.Size([2, 1, 4, 4])
+
+    Args:
+        model: Maps ``inputs`` to class scores ``N x classes``.
+        inputs: Images ``N x C x H x W``.
+        target: Class to explain: one int for all images, or one per image.
+        window: Patch size ``(h, w)``, or one int for a square; covers every channel.
+        stride: Step between patches ``(h, w)``, or one int; at most the window size.
+        baseline: The value the patch fills the image with.
+        score: ``"probability"`` or ``"logit"``.
+        batch_size: Occluded images per forward pass (``None``: memory-bounded default).
+
+    Returns:
+        A tensor shaped like ``inputs`` (the same value in every channel of a pixel).
+
+    Raises:
+        ValueError: As :func:`occlusion_scores`.
+    """
+    scores = occlusion_scores(model, inputs, target, window, stride, baseline, score, batch_size)
+    drop = scores.base[:, None, None] - occluded_score_map(scores, window, inputs.shape[2:])
+    return drop.to(inputs.dtype)[:, None].expand_as(inputs).clone()
+
+
+def occluded_score_map(
+    scores: OcclusionScores, window: int | Sequence[int], size: Sequence[int]
+) -> torch.Tensor:
+    """Per pixel, the mean target score over the window positions that occlude it.
+
+    This is the CS231n heat map aligned to the image: dark where hiding the pixel hurts.
+
+    Example:
+        >>> scores = OcclusionScores(torch.ones(1), torch.tensor([[[0.2, 0.6]]]), [0], [0, 2])
+        >>> occluded_score_map(scores, window=(2, 3), size=(2, 5))
+        tensor([[[0.2000, 0.2000, 0.4000, 0.6000, 0.6000],
+                 [0.2000, 0.2000, 0.4000, 0.6000, 0.6000]]])
+
+    Args:
+        scores: From :func:`occlusion_scores`.
+        window: The window used there.
+        size: ``(H, W)`` of the images.
+
+    Returns:
+        ``(N, H, W)`` float32.
+    """
+    window_h, window_w = pair("window", window)
+    height, width = int(size[0]), int(size[1])
+    device = scores.occluded.device
+    row_cover = _cover(scores.row_starts, window_h, height, device)
+    column_cover = _cover(scores.column_starts, window_w, width, device)
+    total = torch.einsum("nrc,rh,cw->nhw", scores.occluded.float(), row_cover, column_cover)
+    return total / torch.einsum("rh,cw->hw", row_cover, column_cover)
+
+
+def _cover(starts: list[int], window: int, size: int, device: torch.device) -> torch.Tensor:
+    """``(len(starts), size)`` float: 1 where a window covers a pixel, cut at the border."""
+    positions = torch.arange(size, device=device)
+    first = torch.tensor(starts, device=device)[:, None]
+    return ((positions >= first) & (positions < first + window)).float()
+
+
+def _layout(batch: torch.Tensor) -> torch.Tensor:
+    """``channels_last``: oneDNN runs convolutions on it about 1.5x faster on CPU."""
+    return batch.contiguous(memory_format=torch.channels_last)
+
+
+def _check_outputs(outputs: object, batch_size: int) -> None:
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2 or len(outputs) != batch_size:
+        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
+        raise ValueError(f"model: expected class scores N x classes as output, got {shape}")
+
+
+def _select(outputs: torch.Tensor, indices: torch.Tensor, score: Score) -> torch.Tensor:
+    if score == "probability":
+        outputs = outputs.softmax(dim=1)
+    return outputs.gather(1, indices[:, None]).squeeze(1)
