@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -89,6 +92,26 @@ def make_trainer(tmp_path: Path, callbacks: list[pl.Callback], **overrides: Any)
     )
     options.update(overrides)
     return pl.Trainer(**options)
+
+
+def fit(
+    tmp_path: Path,
+    callbacks: list[pl.Callback],
+    model: pl.LightningModule | None = None,
+    **overrides: Any,
+) -> tuple[pl.Trainer, pl.LightningModule]:
+    """Fit ``model`` (default: a :class:`TinyCNN`) on the colour data with ``callbacks``."""
+    model = model or TinyCNN()
+    trainer = make_trainer(tmp_path, callbacks, **overrides)
+    train, val = loaders()
+    trainer.fit(model, train, val)
+    return trainer, model
+
+
+def logged_image(events: EventAccumulator, tag: str, index: int = -1) -> np.ndarray:
+    """The ``index``-th image logged under ``tag``, decoded to ``H x W x 3`` uint8."""
+    event = events.Images(tag)[index]
+    return np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
 
 
 def read_events(log_dir: str | Path) -> EventAccumulator:

@@ -5,40 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 from helpers import TinyCNN, hook_count, loaders, make_trainer, read_events
+from helpers import fit as _fit
+from helpers import logged_image as _image
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from PIL import Image
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
-from lightning_convviz import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+from lightning_convviz import (
+    ActivationMapMonitor,
+    ActivationStatsMonitor,
+    FilterMonitor,
+    OcclusionMonitor,
+    SaliencyMonitor,
+)
+from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
 from lightning_convviz.functional import filter_noise_score
 
 LOG = "run/version_0"
-
-
-def _image(events: Any, tag: str, index: int = -1) -> np.ndarray:
-    import io
-
-    event = events.Images(tag)[index]
-    return np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
-
-
-def _fit(
-    tmp_path: Path,
-    callbacks: list[pl.Callback],
-    model: pl.LightningModule | None = None,
-    **overrides: Any,
-) -> tuple[pl.Trainer, pl.LightningModule]:
-    model = model or TinyCNN()
-    trainer = make_trainer(tmp_path, callbacks, **overrides)
-    train, val = loaders()
-    trainer.fit(model, train, val)
-    return trainer, model
 
 
 # -- ActivationStatsMonitor ------------------------------------------------------------------
@@ -172,6 +159,8 @@ def all_callbacks() -> list[pl.Callback]:
         ActivationStatsMonitor(every_n_steps=1),
         ActivationMapMonitor(),
         FilterMonitor(),
+        SaliencyMonitor(methods=ATTRIBUTION_METHODS),
+        OcclusionMonitor(),
     ]
 
 

@@ -11,7 +11,14 @@ import pytorch_lightning as pl
 import torch
 from helpers import TinyCNN, loaders, make_trainer
 
-from lightning_convviz import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+from lightning_convviz import (
+    ActivationMapMonitor,
+    ActivationStatsMonitor,
+    FilterMonitor,
+    OcclusionMonitor,
+    SaliencyMonitor,
+)
+from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
 
 HOOKS = ("on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_validation_batch_end")
 
@@ -81,8 +88,10 @@ for _hook in HOOKS:
         ActivationStatsMonitor(every_n_steps=1),
         ActivationMapMonitor(num_probe_images=3),
         FilterMonitor(),
+        SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=3),
+        OcclusionMonitor(num_probe_images=3),
     ],
-    ids=["stats", "maps", "filters"],
+    ids=["stats", "maps", "filters", "attribution", "occlusion"],
 )
 def test_callback_leaves_training_untouched(tmp_path: Path, callback: pl.Callback) -> None:
     model = TinyCNN()

@@ -1,0 +1,126 @@
+"""SaliencyMonitor and OcclusionMonitor in a real Trainer, logs read back from TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from helpers import TinyCNN, fit, loaders, logged_image, read_events
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+from lightning_convviz import OcclusionMonitor, SaliencyMonitor
+from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
+
+LOG = "run/version_0"
+
+
+def test_saliency_monitor_logs_every_method_as_a_time_lapse(tmp_path: Path) -> None:
+    monitor = SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=4)
+    fit(tmp_path, [monitor], max_epochs=2)
+    events = read_events(tmp_path / LOG)
+    tags = sorted(tag for tag in events.Tags()["images"] if tag.startswith("attribution/"))
+    assert tags == sorted(f"attribution/{method}" for method in ATTRIBUTION_METHODS)
+    for tag in tags:
+        assert [event.step for event in events.Images(tag)] == [0, 2, 4]
+        # 4 tiles of 16 px enlarged to 96, 2 px gaps, a two-line caption strip of 28 px
+        assert logged_image(events, tag).shape == (2 + 96 + 28 + 2, 2 + 4 * (96 + 2), 3)
+    _, val = loaders()
+    images, labels = next(iter(val))
+    assert torch.equal(monitor.state_dict()["probe"], images[:4])
+    assert torch.equal(monitor.state_dict()["probe_labels"], labels[:4])
+
+
+def test_maps_change_as_the_model_trains(tmp_path: Path) -> None:
+    fit(tmp_path, [SaliencyMonitor(methods=("saliency",), num_probe_images=2)], max_epochs=2)
+    events = read_events(tmp_path / LOG)
+    first = logged_image(events, "attribution/saliency", 0)
+    last = logged_image(events, "attribution/saliency", -1)
+    assert first.shape == last.shape
+    assert not np.array_equal(first, last)
+
+
+class QuadrantNet(TinyCNN):
+    """Class 0's evidence is the mean of channel 0 over the top-left quadrant, nothing else."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        evidence = 40 * x[:, 0, :8, :8].mean(dim=(1, 2)) - 20
+        scores = torch.stack([evidence, torch.zeros_like(evidence)], dim=1)
+        return scores + 0 * super().forward(x)  # keeps the parameters in the graph for training
+
+
+def test_occlusion_heat_is_red_where_the_evidence_is_and_blue_elsewhere(tmp_path: Path) -> None:
+    probe = torch.ones(1, 3, 16, 16)
+    monitor = OcclusionMonitor(
+        window=0.5, stride=0.5, probe_images=probe, probe_labels=torch.tensor([0])
+    )
+    fit(tmp_path, [monitor], QuadrantNet(), limit_val_batches=0)
+    picture = logged_image(read_events(tmp_path / LOG), "occlusion/probability_drop").astype(float)
+    # the tile starts at (2, 2) and is 96 px: its top-left quadrant is [2:50, 2:50]
+    evidence = picture[4:48, 4:48].mean(axis=(0, 1))
+    elsewhere = picture[52:96, 52:96].mean(axis=(0, 1))
+    assert evidence[0] > 100 and evidence[2] < 80  # jet(1) = dark red blended with grey
+    assert elsewhere[2] > 100 and elsewhere[0] < 80  # jet(0) = dark blue
+
+
+def test_occlusion_monitor_tags_and_steps(tmp_path: Path) -> None:
+    fit(
+        tmp_path,
+        [OcclusionMonitor(num_probe_images=3, score="logit", every_n_epochs=2)],
+        max_epochs=2,
+    )
+    events = read_events(tmp_path / LOG)
+    assert [e.step for e in events.Images("occlusion/logit_drop")] == [0, 4]
+    assert logged_image(events, "occlusion/logit_drop").shape == (128, 2 + 3 * 98, 3)
+
+
+def test_without_labels_the_prediction_is_explained(tmp_path: Path) -> None:
+    monitor = SaliencyMonitor(methods=("grad_cam",), probe_images=torch.randn(2, 3, 16, 16))
+    fit(tmp_path, [monitor], limit_val_batches=0)
+    picture = logged_image(read_events(tmp_path / LOG), "attribution/grad_cam")
+    assert picture.shape == (2 + 96 + 15 + 2, 2 + 2 * 98, 3)  # one caption line: "pred k (p)"
+
+
+def test_unknown_grad_cam_layer_fails_in_setup(tmp_path: Path) -> None:
+    with pytest.raises(MisconfigurationException, match=r"SaliencyMonitor: layers: .*conv9"):
+        fit(tmp_path, [SaliencyMonitor(grad_cam_layer="conv9")])
+    # without Grad-CAM the layer is not needed
+    fit(tmp_path / "b", [SaliencyMonitor(methods=("saliency",), grad_cam_layer=None)])
+
+
+@pytest.mark.parametrize(
+    ("factory", "argument"),
+    [
+        (lambda: SaliencyMonitor(methods=("saliency", "lime")), "methods"),
+        (lambda: SaliencyMonitor(methods=()), "methods"),
+        (lambda: SaliencyMonitor(methods=("saliency", "saliency")), "methods"),
+        (lambda: SaliencyMonitor(target="best"), "target"),  # type: ignore[arg-type]
+        (lambda: SaliencyMonitor(smoothgrad_noise=-0.1), "smoothgrad_noise"),
+        (lambda: SaliencyMonitor(smoothgrad_samples=0), "smoothgrad_samples"),
+        (lambda: SaliencyMonitor(grad_cam_layer=3), "layers"),  # type: ignore[arg-type]
+        (lambda: SaliencyMonitor(probe_labels=torch.tensor([1])), "probe_labels"),
+        (
+            lambda: SaliencyMonitor(
+                probe_images=torch.zeros(2, 1, 8, 8), probe_labels=torch.tensor([1])
+            ),
+            "probe_labels",
+        ),
+        (lambda: OcclusionMonitor(window=0), "window"),
+        (lambda: OcclusionMonitor(window=1.5), "window"),
+        (lambda: OcclusionMonitor(stride=(1, 2, 3)), "stride"),
+        (lambda: OcclusionMonitor(score="odds"), "score"),
+        (lambda: OcclusionMonitor(batch_size=0), "batch_size"),
+        (lambda: OcclusionMonitor(every_n_epochs=0), "every_n_epochs"),
+        (lambda: OcclusionMonitor(probe_images=torch.zeros(8, 8)), "probe_images"),
+    ],
+)
+def test_bad_arguments_name_the_argument(factory: Any, argument: str) -> None:
+    with pytest.raises(ValueError, match=f"^{argument}: expected"):
+        factory()
+
+
+def test_window_larger_than_the_probe_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^window: \(20, 20\) is larger than the image"):
+        fit(tmp_path, [OcclusionMonitor(window=20, stride=4)])
