@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from pytorch_lightning.loggers import TensorBoardLogger
+from results import write_section
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_convviz import ActivationStatsMonitor
@@ -72,9 +73,15 @@ def run(monitored: bool, steps: int, log_dir: str) -> list[float]:
     if monitored:
         callbacks.insert(0, ActivationStatsMonitor(every_n_steps=1))
     trainer = pl.Trainer(
-        max_epochs=1, logger=TensorBoardLogger(log_dir), log_every_n_steps=1,
-        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", devices=1,
+        max_epochs=1,
+        logger=TensorBoardLogger(log_dir),
+        log_every_n_steps=1,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
     )
     trainer.fit(ResNetModule(), DataLoader(data, batch_size=32))
     return timer.times[WARMUP:]
@@ -110,21 +117,7 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads.",
     ]
     print("\n".join(lines))
-    _write_section(Path(args.output), "ActivationStatsMonitor overhead", "\n".join(lines))
-
-
-def _write_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the ``## title`` section of the results file."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    header = f"## {title}"
-    section = f"{header}\n\n{body}\n"
-    if header in text:
-        start = text.index(header)
-        end = text.find("\n## ", start + len(header))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    write_section(Path(args.output), "ActivationStatsMonitor overhead", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,12 @@ Speed, compared with evaluating each window separately (Captum's default) or in 
 
 * all windows of all images go through the model in large batches, under
   ``torch.inference_mode``, in ``channels_last`` layout for 2-D convolutions;
-* a window whose pixels already equal the baseline (a black patch on black background) cannot
-  change the score: it is not evaluated.
+* reuse: the first layers are computed only where the patch changes them, on top of the
+  unoccluded image's activations, with BatchNorm folded into the convolutions
+  (:mod:`lightning_convviz.functional.incremental`); checked against the plain forward pass on
+  the first batch;
+* skipping: a window whose pixels already equal the baseline (a black patch on a black
+  background) cannot change the score, so it is not evaluated.
 
 Pure torch: no Lightning, no logging.
 """
@@ -18,6 +22,7 @@ Pure torch: no Lightning, no logging.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
@@ -26,6 +31,7 @@ from torch import nn
 
 from lightning_convviz.functional.arguments import Target, check_images, pair, target_indices
 from lightning_convviz.functional.guard import preserved_state
+from lightning_convviz.functional.incremental import IncrementalForward
 
 __all__ = [
     "OcclusionScores",
@@ -82,6 +88,7 @@ def occlusion_scores(
     baseline: float = 0.0,
     score: Score = "probability",
     batch_size: int | None = None,
+    incremental: bool = True,
 ) -> OcclusionScores:
     """The target's score with a ``baseline`` patch at every window position of every image.
 
@@ -100,7 +107,10 @@ def occlusion_scores(
         baseline: The value the patch fills the image with.
         score: ``"probability"`` (softmax of the output) or ``"logit"`` (the output itself).
         batch_size: Occluded images per forward pass; ``None`` keeps each batch near 4 M input
-            elements (memory-bounded whatever the image size).
+            elements (1 M without ``incremental``), memory-bounded whatever the image size.
+        incremental: Compute the first layers only where the patch changes them
+            (:class:`~lightning_convviz.functional.incremental.IncrementalForward`); the
+            result is the same up to float rounding. ``False`` evaluates whole images.
 
     Returns:
         :class:`OcclusionScores` with the base and per-position scores, on the inputs' device.
@@ -142,7 +152,8 @@ def occlusion_scores(
     fill = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
     count = images.shape[0]
     per_image = len(rows) * len(columns)
-    chunk = batch_size or max(1, _BATCH_ELEMENTS // images[0].numel())
+    budget = _BATCH_ELEMENTS if incremental else _BATCH_ELEMENTS // 4
+    chunk = batch_size or max(1, budget // images[0].numel())
 
     with preserved_state(model), torch.inference_mode():
         base_outputs = model(_layout(images))
@@ -153,14 +164,102 @@ def occlusion_scores(
         differs = (images != fill).any(dim=1).to(images.dtype)
         changed = torch.einsum("nhw,rh,cw->nrc", differs, row_cover, column_cover) > 0
         occluded = base[:, None, None].expand(count, len(rows), len(columns)).clone()
-        pending = changed.flatten().nonzero().squeeze(1)
-        masks = (row_cover[:, None, :, None] * column_cover[None, :, None, :]).flatten(0, 1) > 0
+        pending = changed.flatten().nonzero().squeeze(1).cpu()
+        forward = _OccludedForward(model, images, fill, rows, columns, (window_h, window_w))
+        if incremental:
+            forward.use_incremental()
         for start in range(0, pending.numel(), chunk):
             pairs = pending[start : start + chunk]
-            image_index = pairs // per_image
-            batch = torch.where(masks[pairs % per_image][:, None], fill, images[image_index])
-            occluded.view(-1)[pairs] = _select(model(_layout(batch)), indices[image_index], score)
+            outputs = forward(pairs // per_image, pairs % per_image)
+            image_index = (pairs // per_image).to(images.device)
+            occluded.view(-1)[pairs.to(images.device)] = _select(
+                outputs, indices[image_index], score
+            )
     return OcclusionScores(base=base, occluded=occluded, row_starts=rows, column_starts=columns)
+
+
+class _OccludedForward:
+    """Model outputs for (image, window position) pairs.
+
+    Full occluded images through the model, or, after :meth:`use_incremental`, only what the
+    patch changes (:class:`IncrementalForward`). A few windows of the first incremental batch
+    are checked against the full computation; a disagreement (a layer whose semantics the
+    incremental pass misreads) switches back to full images with a warning.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        fill: torch.Tensor,
+        row_starts: list[int],
+        column_starts: list[int],
+        window: tuple[int, int],
+    ) -> None:
+        self.model = model
+        self.images = images
+        self.fill = fill
+        self.row_starts = torch.tensor(row_starts)
+        self.column_starts = torch.tensor(column_starts)
+        self.window = window
+        height, width = images.shape[2:]
+        row_cover = _cover(row_starts, window[0], height, images.device) > 0
+        column_cover = _cover(column_starts, window[1], width, images.device) > 0
+        #: (positions, H, W): True under the patch
+        self.masks = (row_cover[:, None, :, None] & column_cover[None, :, None, :]).flatten(0, 1)
+        self.incremental: IncrementalForward | None = None
+        self.verified = False
+
+    def use_incremental(self) -> None:
+        self.incremental = IncrementalForward.try_build(self.model, _layout(self.images))
+
+    def __call__(self, image: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Outputs for ``images[image[b]]`` occluded at window ``position[b]`` (CPU indices)."""
+        device = self.images.device
+        image = image.to(device)
+        if self.incremental is None:
+            return self._full(image, position)
+        height, width = self.images.shape[2:]
+        row_start = self.row_starts[position // len(self.column_starts)]
+        column_start = self.column_starts[position % len(self.column_starts)]
+        # a window cut at the border is handled as the full-size block ending at the border
+        top = row_start.clamp(max=height - self.window[0])
+        left = column_start.clamp(max=width - self.window[1])
+        rows = top[:, None] + torch.arange(self.window[0])
+        columns = left[:, None] + torch.arange(self.window[1])
+        occluded = (rows >= row_start[:, None])[:, :, None] & (columns >= column_start[:, None])[
+            :, None, :
+        ]
+        block = self.images[
+            image[:, None, None], :, rows.to(device)[:, :, None], columns.to(device)[:, None, :]
+        ]
+        block = torch.where(occluded.to(device)[..., None], self.fill, block).permute(0, 3, 1, 2)
+        fast: torch.Tensor = self.incremental(image, top, left, block)
+        if self.verified:
+            return fast
+        # check a few windows, the first and the last of the batch, against the plain pass
+        sample = torch.unique(torch.tensor([0, 1, 2, 3, -4, -3, -2, -1]) % len(position))
+        expected = self._full(image[sample.to(image.device)], position[sample])
+        found = fast[sample.to(fast.device)]
+        if torch.allclose(found, expected, rtol=1e-3, atol=1e-4):
+            self.verified = True
+            return fast
+        warnings.warn(
+            "occlusion: the incremental forward pass disagrees with the model's own output "
+            f"(largest difference {float((found - expected).abs().max()):.3g}); evaluating whole "
+            "occluded images instead. Pass incremental=False to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        self.incremental = None
+        return self._full(image, position)
+
+    def _full(self, image: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        masks = self.masks[position.to(self.images.device)][:, None]
+        outputs: torch.Tensor = self.model(
+            _layout(torch.where(masks, self.fill, self.images[image]))
+        )
+        return outputs
 
 
 def occlusion(
@@ -172,6 +271,7 @@ def occlusion(
     baseline: float = 0.0,
     score: Score = "probability",
     batch_size: int | None = None,
+    incremental: bool = True,
 ) -> torch.Tensor:
     """Per-pixel occlusion attribution: the mean drop of the target's score over the windows
     that cover the pixel.
@@ -195,6 +295,7 @@ def occlusion(
         baseline: The value the patch fills the image with.
         score: ``"probability"`` or ``"logit"``.
         batch_size: Occluded images per forward pass (``None``: memory-bounded default).
+        incremental: Compute the first layers only where the patch changes them.
 
     Returns:
         A tensor shaped like ``inputs`` (the same value in every channel of a pixel).
@@ -202,7 +303,9 @@ def occlusion(
     Raises:
         ValueError: As :func:`occlusion_scores`.
     """
-    scores = occlusion_scores(model, inputs, target, window, stride, baseline, score, batch_size)
+    scores = occlusion_scores(
+        model, inputs, target, window, stride, baseline, score, batch_size, incremental
+    )
     drop = scores.base[:, None, None] - occluded_score_map(scores, window, inputs.shape[2:])
     return drop.to(inputs.dtype)[:, None].expand_as(inputs).clone()
 
