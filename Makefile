@@ -30,6 +30,7 @@ test: lint
 
 benchmark: install
 	$(PY) benchmarks/activation_stats_overhead.py
+	$(PY) benchmarks/attribution_vs_captum.py
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache .mypy_cache .ruff_cache

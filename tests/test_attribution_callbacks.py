@@ -124,3 +124,41 @@ def test_bad_arguments_name_the_argument(factory: Any, argument: str) -> None:
 def test_window_larger_than_the_probe_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^window: \(20, 20\) is larger than the image"):
         fit(tmp_path, [OcclusionMonitor(window=20, stride=4)])
+
+
+class ExplainsWhileValidating(TinyCNN):
+    """Calls every attribution function from validation_step, where Lightning has turned
+    autograd off (no_grad in fit's validation, inference_mode in trainer.validate)."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        from lightning_convviz import functional
+
+        images, labels = batch
+        self.explained = {
+            "saliency": functional.saliency(self, images, labels),
+            "smoothgrad": functional.smoothgrad(self, images, labels, n_samples=2),
+            "guided_backprop": functional.guided_backprop(self, images, labels),
+            "deconvnet": functional.deconvnet(self, images, labels),
+            "grad_cam": functional.grad_cam(self, images, labels).input_map,
+            "occlusion": functional.occlusion(self, images, labels, window=4, stride=4),
+        }
+
+
+def test_functions_work_inside_trainer_validate(tmp_path: Path) -> None:
+    from helpers import make_trainer
+
+    from lightning_convviz import functional
+
+    model = ExplainsWhileValidating()
+    _, val = loaders()
+    make_trainer(tmp_path, [], limit_val_batches=1).validate(model, val, verbose=False)
+    images, labels = next(iter(val))
+    expected = {
+        "saliency": functional.saliency(model, images, labels),
+        "guided_backprop": functional.guided_backprop(model, images, labels),
+        "grad_cam": functional.grad_cam(model, images, labels).input_map,
+        "occlusion": functional.occlusion(model, images, labels, window=4, stride=4),
+    }
+    for name, value in expected.items():
+        torch.testing.assert_close(model.explained[name], value, msg=name)
+    assert model.explained["saliency"].abs().sum() > 0

@@ -9,7 +9,14 @@ import torch
 from helpers import TinyCNN, hook_count, loaders, make_trainer, read_events
 from test_safety import HOOKS, After, Before
 
-from lightning_convviz import ActivationMapMonitor, ActivationStatsMonitor, FilterMonitor
+from lightning_convviz import (
+    ActivationMapMonitor,
+    ActivationStatsMonitor,
+    FilterMonitor,
+    OcclusionMonitor,
+    SaliencyMonitor,
+)
+from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -25,6 +32,8 @@ def test_callbacks_on_cuda_count_dead_filters_and_leave_training_untouched(
         ActivationStatsMonitor(every_n_steps=1),
         ActivationMapMonitor(),
         FilterMonitor(),
+        SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=4),
+        OcclusionMonitor(num_probe_images=4),
         after,
     ]
     trainer = make_trainer(tmp_path, callbacks, accelerator="gpu", max_epochs=2)
@@ -40,6 +49,32 @@ def test_callbacks_on_cuda_count_dead_filters_and_leave_training_untouched(
     assert [e.value for e in events.Scalars("activation_stats/dead_fraction/relu2")] == [0.0] * 4
     assert "activation_maps/relu2" in events.Tags()["images"]
     assert "filters/conv1" in events.Tags()["images"]
+    assert "attribution/guided_backprop" in events.Tags()["images"]
+    assert "occlusion/probability_drop" in events.Tags()["images"]
+
+
+def test_attribution_on_cuda_equals_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.testing import assert_close
+
+    from lightning_convviz import functional
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    model = TinyCNN().eval()
+    images = torch.randn(3, 3, 16, 16)
+    targets = [0, 1, 1]
+    calls = {
+        "saliency": lambda m, x: functional.saliency(m, x, targets),
+        "guided_backprop": lambda m, x: functional.guided_backprop(m, x, targets),
+        "grad_cam": lambda m, x: functional.grad_cam(m, x, targets).input_map,
+        "occlusion": lambda m, x: functional.occlusion(m, x, targets, window=5, stride=3),
+    }
+    for name, call in calls.items():
+        on_cpu = call(model, images)
+        on_cuda = call(model.cuda(), images.cuda())
+        model.cpu()
+        assert on_cuda.device.type == "cuda", name
+        assert_close(on_cuda.cpu(), on_cpu, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
