@@ -31,6 +31,7 @@ test: lint
 benchmark: install
 	$(PY) benchmarks/activation_stats_overhead.py
 	$(PY) benchmarks/attribution_vs_captum.py
+	$(PY) benchmarks/tsne_embedding.py
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache .mypy_cache .ruff_cache

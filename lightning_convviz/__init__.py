@@ -1,15 +1,18 @@
 """lightning_convviz: see what your ConvNet is learning while it trains.
 
 PyTorch Lightning callbacks that log activation statistics, activation maps, filters and
-attribution maps (saliency, guided backprop, Grad-CAM, occlusion) to TensorBoard, built on a
-pure-torch core in :mod:`lightning_convviz.functional`.
+attribution maps (saliency, guided backprop, Grad-CAM, occlusion), top-k activating patches and
+t-SNE maps of the codes to TensorBoard, built on a pure-torch core in
+:mod:`lightning_convviz.functional`.
 """
 
 from lightning_convviz import functional
 from lightning_convviz.callbacks import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
+    EmbeddingMonitor,
     FilterMonitor,
+    MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
 )
@@ -19,7 +22,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivationMapMonitor",
     "ActivationStatsMonitor",
+    "EmbeddingMonitor",
     "FilterMonitor",
+    "MaxActivationMonitor",
     "OcclusionMonitor",
     "SaliencyMonitor",
     "__version__",

@@ -19,7 +19,9 @@ from torch import nn
 from lightning_convviz.callbacks import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
+    EmbeddingMonitor,
     FilterMonitor,
+    MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
 )
@@ -96,6 +98,8 @@ def default_callbacks() -> list[pl.Callback]:
         FilterMonitor(every_n_epochs=2),
         SaliencyMonitor(methods=("saliency", "guided_backprop", "grad_cam"), every_n_epochs=2),
         OcclusionMonitor(every_n_epochs=2),
+        MaxActivationMonitor(every_n_epochs=5),
+        EmbeddingMonitor(every_n_epochs=5),
     ]
 
 

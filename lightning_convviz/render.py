@@ -15,6 +15,7 @@ from torchvision.utils import make_grid
 
 __all__ = [
     "activation_map_panel",
+    "cell_grid",
     "channel_activity_image",
     "colorize",
     "filter_grid",
@@ -23,6 +24,7 @@ __all__ = [
     "labelled_grid",
     "normalize_per_tile",
     "scale_to_unit",
+    "thumbnails",
     "to_uint8_hwc",
     "upscale",
 ]
@@ -238,3 +240,37 @@ def labelled_grid(
         position = (left + 2, top + height + 1)
         draw.multiline_text(position, captions[index], fill=(255,) * 3, font=font, spacing=2)
     return np.asarray(canvas).copy()
+
+
+def thumbnails(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Model inputs ``N x C x H x W`` as display pictures ``N x 3 x side x side`` in ``[0, 1]``.
+
+    Each image is contrast-stretched on its own (see :func:`image_for_display`) and resized
+    with area averaging (bilinear when enlarging).
+    """
+    images = images.detach().float()
+    if images.shape[1] != 3:
+        images = images[:, :1]
+    flat = images.flatten(1)
+    low = flat.min(dim=1).values[:, None, None, None]
+    span = (flat.max(dim=1).values[:, None, None, None] - low).clamp_min(1e-12)
+    shown = ((images - low) / span).expand(-1, 3, -1, -1)
+    mode = "area" if min(images.shape[2:]) >= side else "bilinear"
+    resized: torch.Tensor = F.interpolate(shown, size=(side, side), mode=mode)
+    return resized.clamp(0, 1)
+
+
+def cell_grid(pictures: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
+    """Pictures ``N x 3 x h x w`` placed on a grid: cell ``(i, j)`` shows
+    ``pictures[cells[i, j]]``, or stays dark where ``cells[i, j] < 0``. ``3 x H x W``."""
+    rows, columns = cells.shape
+    _, _, height, width = pictures.shape
+    canvas = torch.full((3, rows * height, columns * width), GRID_COLOR)
+    for row in range(rows):
+        for column in range(columns):
+            index = int(cells[row, column])
+            if index >= 0:
+                canvas[
+                    :, row * height : (row + 1) * height, column * width : (column + 1) * width
+                ] = pictures[index].cpu()
+    return canvas

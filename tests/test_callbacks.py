@@ -18,7 +18,9 @@ from torch import nn
 from lightning_convviz import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
+    EmbeddingMonitor,
     FilterMonitor,
+    MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
 )
@@ -161,6 +163,8 @@ def all_callbacks() -> list[pl.Callback]:
         FilterMonitor(),
         SaliencyMonitor(methods=ATTRIBUTION_METHODS),
         OcclusionMonitor(),
+        MaxActivationMonitor(),
+        EmbeddingMonitor(max_samples=8, n_jobs=1),
     ]
 
 

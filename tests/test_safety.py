@@ -14,7 +14,9 @@ from helpers import TinyCNN, loaders, make_trainer
 from lightning_convviz import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
+    EmbeddingMonitor,
     FilterMonitor,
+    MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
 )
@@ -90,8 +92,10 @@ for _hook in HOOKS:
         FilterMonitor(),
         SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=3),
         OcclusionMonitor(num_probe_images=3),
+        MaxActivationMonitor(layers=["conv1", "conv2"], k=4),
+        EmbeddingMonitor(max_samples=16, n_jobs=1),
     ],
-    ids=["stats", "maps", "filters", "attribution", "occlusion"],
+    ids=["stats", "maps", "filters", "attribution", "occlusion", "max_activation", "embedding"],
 )
 def test_callback_leaves_training_untouched(tmp_path: Path, callback: pl.Callback) -> None:
     model = TinyCNN()

@@ -2,14 +2,18 @@
 
 from lightning_convviz.callbacks.activation_maps import ActivationMapMonitor
 from lightning_convviz.callbacks.activation_stats import ActivationStatsMonitor
+from lightning_convviz.callbacks.embedding import EmbeddingMonitor
 from lightning_convviz.callbacks.filters import FilterMonitor
+from lightning_convviz.callbacks.max_activation import MaxActivationMonitor
 from lightning_convviz.callbacks.occlusion import OcclusionMonitor
 from lightning_convviz.callbacks.saliency import SaliencyMonitor
 
 __all__ = [
     "ActivationMapMonitor",
     "ActivationStatsMonitor",
+    "EmbeddingMonitor",
     "FilterMonitor",
+    "MaxActivationMonitor",
     "OcclusionMonitor",
     "SaliencyMonitor",
 ]

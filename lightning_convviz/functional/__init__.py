@@ -1,5 +1,6 @@
 """Pure-torch core of lightning_convviz: tensors and modules in, tensors out.
 
+The t-SNE helpers (NumPy, openTSNE) live in :mod:`lightning_convviz.functional.embedding`.
 Nothing here needs Lightning or a logger, so every diagnostic can be called from a notebook.
 """
 
@@ -37,16 +38,34 @@ from lightning_convviz.functional.occlusion import (
     occlusion_scores,
     window_starts,
 )
+from lightning_convviz.functional.receptive_field import (
+    ReceptiveField,
+    crop_receptive_field,
+    receptive_field,
+)
 from lightning_convviz.functional.relu_override import modified_relu_backward
+from lightning_convviz.functional.topk import (
+    ChannelMaxima,
+    TopK,
+    channel_maxima,
+    take_slots,
+    topk_merge,
+    topk_update,
+)
 
 __all__ = [
     "ACTIVATION_TYPES",
+    "ChannelMaxima",
     "GradCam",
     "LayerSpec",
     "OcclusionScores",
+    "ReceptiveField",
+    "TopK",
     "capture_activations",
+    "channel_maxima",
     "channel_positive_counts",
     "conv_layers",
+    "crop_receptive_field",
     "dead_channels",
     "dead_fraction",
     "deconvnet",
@@ -62,11 +81,15 @@ __all__ = [
     "occlusion",
     "occlusion_scores",
     "preserved_state",
+    "receptive_field",
     "relative_change",
     "resolve_layers",
     "resolve_single_layer",
     "saliency",
     "smoothgrad",
     "sparsity",
+    "take_slots",
+    "topk_merge",
+    "topk_update",
     "window_starts",
 ]

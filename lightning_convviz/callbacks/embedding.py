@@ -1,0 +1,396 @@
+"""EmbeddingMonitor: t-SNE maps of the network's codes for a fixed set of validation samples."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from lightning_convviz import plots, render
+from lightning_convviz.callbacks.base import (
+    ConvVizCallback,
+    check_layers_argument,
+    check_positive_int,
+    inputs_from_batch,
+)
+from lightning_convviz.callbacks.probe import labels_from_batch
+from lightning_convviz.functional.capture import LayerSpec, resolve_single_layer
+from lightning_convviz.functional.embedding import (
+    embed_codes,
+    grid_cells,
+    knn_accuracy,
+    trustworthiness,
+)
+
+__all__ = ["EmbeddingMonitor"]
+
+#: The TensorBoard projector rejects sprites larger than this (pixels per side).
+SPRITE_LIMIT = 8192
+#: The image grid is at most this many pixels wide.
+GRID_LIMIT = 2048
+
+
+@dataclass
+class _Job:
+    step: int
+    epoch: int
+    codes: np.ndarray
+    labels: np.ndarray | None
+    pictures: torch.Tensor
+
+
+@dataclass
+class _Result:
+    step: int
+    seconds: float
+    scatter: np.ndarray
+    grid: np.ndarray
+    metrics: dict[str, float]
+    job: _Job
+
+
+class EmbeddingMonitor(ConvVizCallback):
+    """Embed the CNN codes of fixed validation samples with t-SNE, in the background.
+
+    Every ``every_n_epochs`` validation epochs the callback records the codes of the first
+    ``max_samples`` validation samples (the same ones every time; the validation loader must
+    not shuffle): by default the input of the last ``nn.Linear``, i.e. the penultimate
+    representation after its activation, like AlexNet's 4096-d codes; with ``layer=`` the output
+    of that module, flattened. A background thread embeds them with openTSNE (PCA to 50
+    dimensions first, a fixed seed, all cores), starting from the previous map and rotated onto
+    it so that the time-lapse does not jump or mirror; the training loop only pays for moving
+    the codes to the host (a few milliseconds). Results are logged, at the step they belong to,
+    as soon as they are ready; at the end of training the callback waits up to ``wait_timeout``
+    seconds for the last one and says so if it gives up.
+
+    Example:
+        >>> from pytorch_lightning import Trainer
+        >>> trainer = Trainer(callbacks=[EmbeddingMonitor(max_samples=1000, every_n_epochs=5)])
+
+    Logged tags:
+        * ``embedding/scatter`` (image): the map, one colour per class, with a legend.
+        * ``embedding/grid`` (image): the map snapped to a ``grid_side`` grid, each cell showing
+          the sample nearest to it (the CS231n picture); empty regions stay dark.
+        * ``embedding/trustworthiness`` (scalar): scikit-learn's trustworthiness of the map
+          (1.0: every map neighbour is a code neighbour).
+        * ``embedding/knn_accuracy`` (scalar, with labels): leave-one-out k-NN accuracy in the
+          map, how class-separable the codes are.
+        * with ``projector=True``: TensorBoard's projector (``add_embedding``, tag
+          ``embedding``) with the codes, labels and a sprite within the frontend's 8192 px.
+
+    Args:
+        layer: Module whose output is the code (name, module or type selecting one module);
+            ``None``: the input of the last ``nn.Linear``.
+        max_samples: How many validation samples to embed (per run, over all ranks).
+        every_n_epochs: Embed every this many validation epochs (the sanity check is skipped).
+        perplexity: t-SNE perplexity.
+        n_jobs: Threads for openTSNE; ``None`` uses every available core.
+        seed: Seed for PCA and t-SNE.
+        grid_side: Cells per side of the image grid.
+        thumbnail_side: Side of each image in the grid and the projector sprite, in pixels;
+            capped so that ``max_samples`` thumbnails fit the projector's 8192 px sprite and the
+            grid stays within 2048 px. Kept as uint8 until the embedding is drawn.
+        knn_neighbors: Neighbours of the k-NN accuracy and of trustworthiness.
+        projector: Also write TensorBoard projector data.
+        wait_timeout: Seconds to wait at the end of training for pending embeddings.
+
+    Raises:
+        ValueError: At construction, for an argument outside the allowed values.
+        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger,
+            the layer is unknown, or ``layer=None`` and the model has no ``nn.Linear``.
+    """
+
+    section = "embedding"
+
+    def __init__(
+        self,
+        layer: LayerSpec | None = None,
+        max_samples: int = 2000,
+        every_n_epochs: int = 1,
+        perplexity: float = 30.0,
+        n_jobs: int | None = None,
+        seed: int = 0,
+        grid_side: int = 20,
+        thumbnail_side: int = 32,
+        knn_neighbors: int = 5,
+        projector: bool = False,
+        wait_timeout: float = 300.0,
+    ) -> None:
+        super().__init__()
+        if layer is not None:
+            check_layers_argument(layer)
+        check_positive_int("max_samples", max_samples)
+        if max_samples < 8:
+            raise ValueError(f"max_samples: expected an integer >= 8, got {max_samples!r}")
+        check_positive_int("every_n_epochs", every_n_epochs)
+        if isinstance(perplexity, bool) or not perplexity > 0:
+            raise ValueError(f"perplexity: expected a number > 0, got {perplexity!r}")
+        check_positive_int("n_jobs", n_jobs, allow_none=True)
+        check_positive_int("grid_side", grid_side)
+        check_positive_int("thumbnail_side", thumbnail_side)
+        check_positive_int("knn_neighbors", knn_neighbors)
+        if isinstance(wait_timeout, bool) or not wait_timeout >= 0:
+            raise ValueError(f"wait_timeout: expected a number >= 0, got {wait_timeout!r}")
+        self.layer = layer
+        self.max_samples = max_samples
+        self.every_n_epochs = every_n_epochs
+        self.perplexity = float(perplexity)
+        self.n_jobs = n_jobs
+        self.seed = seed
+        self.grid_side = grid_side
+        self.thumbnail_side = thumbnail_side
+        self.knn_neighbors = knn_neighbors
+        self.projector = projector
+        self.wait_timeout = float(wait_timeout)
+        self._module: nn.Module | None = None
+        self._handle: RemovableHandle | None = None
+        self._latest: torch.Tensor | None = None
+        self._collected: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[Future[_Result]] = []
+        self._previous: np.ndarray | None = None
+        #: Seconds the training loop waited in this callback per embedding (submission).
+        self.stall_seconds: list[float] = []
+        #: Seconds each embedding took in the background.
+        self.embedding_seconds: list[float] = []
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layer=repr(self.layer), every=self.every_n_epochs)
+
+    def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.layer is None:
+            linears = [m for m in pl_module.modules() if isinstance(m, nn.Linear)]
+            if not linears:
+                raise MisconfigurationException(
+                    f"EmbeddingMonitor: {type(pl_module).__name__} has no nn.Linear whose input "
+                    "could serve as the code; pass layer=... (its output is used, flattened)"
+                )
+            self._module = linears[-1]
+            return
+        try:
+            self._module = resolve_single_layer(pl_module, self.layer)
+        except (ValueError, TypeError) as error:
+            raise MisconfigurationException(f"EmbeddingMonitor: {error}") from None
+
+    # -- collecting ----------------------------------------------------------------------------
+
+    def _due(self, trainer: Trainer) -> bool:
+        return (
+            self._enabled
+            and not trainer.sanity_checking
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._log_ready(trainer)
+        if not self._due(trainer) or self._module is None:
+            return
+        self._collected = []
+        self._latest = None
+        if self.layer is None:
+
+            def keep_input(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
+                if inputs and isinstance(inputs[0], torch.Tensor):
+                    self._latest = inputs[0].detach().flatten(1)
+
+            self._handle = self._module.register_forward_pre_hook(keep_input)
+        else:
+
+            def keep_output(_module: nn.Module, _inputs: object, output: object) -> None:
+                if isinstance(output, torch.Tensor):
+                    self._latest = output.detach().flatten(1)
+
+            self._handle = self._module.register_forward_hook(keep_output)
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        codes, self._latest = self._latest, None
+        if self._handle is None or codes is None or dataloader_idx != 0:
+            return
+        quota = -(-self.max_samples // trainer.world_size)  # per rank
+        remaining = quota - sum(len(part[0]) for part in self._collected)
+        if remaining <= 0:
+            return
+        count = min(remaining, len(codes))
+        images = inputs_from_batch(batch)[:count]
+        labels = labels_from_batch(batch, count)
+        pictures = (render.thumbnails(images, self._picture_side()) * 255).round().to(torch.uint8)
+        self._collected.append(
+            (codes[:count].float(), None if labels is None else labels.to(codes.device), pictures)
+        )
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._handle is None:
+            return
+        start = time.perf_counter()
+        self._remove_hook()
+        gathered = self._gather(trainer)
+        if gathered is not None and trainer.is_global_zero:
+            codes, labels, pictures = gathered
+            job = _Job(trainer.global_step, trainer.current_epoch, codes, labels, pictures)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="convviz-embedding")
+            self._pending.append(self._executor.submit(self._embed, job))
+            rank_zero_info(
+                f"EmbeddingMonitor: embedding {len(codes)} codes of {codes.shape[1]} dimensions "
+                f"(epoch {trainer.current_epoch}, step {trainer.global_step}) in the background"
+            )
+        self.stall_seconds.append(time.perf_counter() - start)
+
+    def _gather(
+        self, trainer: Trainer
+    ) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor] | None:
+        """Codes, labels and pictures of every rank (collectives on every rank)."""
+        if not self._collected:
+            return None
+        codes = torch.cat([part[0] for part in self._collected])
+        pictures = torch.cat([part[2] for part in self._collected])
+        label_parts = [part[1] for part in self._collected if part[1] is not None]
+        labels = torch.cat(label_parts) if len(label_parts) == len(self._collected) else None
+        if trainer.world_size > 1:
+            codes = trainer.strategy.all_gather(codes).flatten(0, 1)
+            pictures = trainer.strategy.all_gather(pictures).flatten(0, 1)
+            if labels is not None:
+                labels = trainer.strategy.all_gather(labels).flatten(0, 1)
+        codes_np = codes[: self.max_samples].cpu().numpy()
+        labels_np = None if labels is None else labels[: self.max_samples].cpu().numpy()
+        return codes_np, labels_np, pictures[: self.max_samples].cpu()
+
+    def _picture_side(self) -> int:
+        """Thumbnail side: as asked, but small enough for a projector sprite of max_samples."""
+        per_row = int(np.ceil(np.sqrt(self.max_samples)))
+        return max(1, min(self.thumbnail_side, SPRITE_LIMIT // per_row))
+
+    # -- the background work -------------------------------------------------------------------
+
+    def _embed(self, job: _Job) -> _Result:
+        start = time.perf_counter()
+        previous = self._previous
+        if previous is not None and previous.shape[0] != len(job.codes):
+            previous = None
+        embedding = embed_codes(job.codes, previous, self.perplexity, self.seed, self.n_jobs)
+        self._previous = embedding
+        neighbours = min(self.knn_neighbors, len(job.codes) // 2 - 1)
+        metrics = {
+            "trustworthiness": float(
+                trustworthiness(job.codes, embedding, n_neighbors=max(1, neighbours))
+            )
+        }
+        if job.labels is not None:
+            metrics["knn_accuracy"] = knn_accuracy(embedding, job.labels, self.knn_neighbors)
+        title = f"epoch {job.epoch}, step {job.step}: {len(job.codes)} samples"
+        scatter = plots.class_scatter(embedding, job.labels, title)
+        cell = max(8, min(job.pictures.shape[-1], GRID_LIMIT // self.grid_side))
+        pictures = torch.nn.functional.interpolate(job.pictures.float() / 255, size=(cell, cell))
+        grid = render.cell_grid(pictures, grid_cells(embedding, self.grid_side))
+        seconds = time.perf_counter() - start
+        return _Result(job.step, seconds, scatter, render.to_uint8_hwc(grid), metrics, job)
+
+    def _log_ready(self, trainer: Trainer, wait: float | None = None) -> None:
+        """Log every finished embedding (waiting up to ``wait`` seconds for the pending ones)."""
+        deadline = None if wait is None else time.monotonic() + wait
+        still_pending = []
+        for future in self._pending:
+            if deadline is not None and not future.done():
+                wait_for([future], timeout=max(0.0, deadline - time.monotonic()))
+            if not future.done():
+                still_pending.append(future)
+            elif future.exception() is not None:
+                rank_zero_warn(f"EmbeddingMonitor: an embedding failed: {future.exception()!r}")
+            else:
+                self._write(trainer, future.result())
+        self._pending = still_pending
+
+    def _write(self, trainer: Trainer, result: _Result) -> None:
+        self.embedding_seconds.append(result.seconds)
+        rank_zero_info(
+            f"EmbeddingMonitor: embedding of step {result.step} done in {result.seconds:.1f} s"
+        )
+        writer = self._writer(trainer)
+        if writer is None:
+            return
+        writer.add_image(self._tag("scatter"), result.scatter, result.step, dataformats="HWC")
+        writer.add_image(self._tag("grid"), result.grid, result.step, dataformats="HWC")
+        self._log_scalars(
+            trainer,
+            {self._tag(name): value for name, value in result.metrics.items()},
+            result.step,
+        )
+        if self.projector:
+            job = result.job
+            per_row = int(np.ceil(np.sqrt(len(job.codes))))
+            side = max(1, min(job.pictures.shape[-1], SPRITE_LIMIT // per_row))
+            sprite = torch.nn.functional.interpolate(
+                job.pictures.float() / 255, size=(side, side), mode="area"
+            )
+            writer.add_embedding(
+                job.codes,
+                metadata=None if job.labels is None else job.labels.tolist(),
+                label_img=sprite,
+                global_step=result.step,
+                tag=self.section,
+            )
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        if self._pending and self._pending[0].done():
+            self._log_ready(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._pending:
+            return
+        self._log_ready(trainer, wait=self.wait_timeout)
+        if self._pending:
+            rank_zero_warn(
+                f"EmbeddingMonitor: {len(self._pending)} embedding(s) not finished after "
+                f"waiting {self.wait_timeout:.0f} s at the end of training; they are not logged. "
+                "Raise wait_timeout, lower max_samples or embed less often."
+            )
+
+    # -- cleanup -------------------------------------------------------------------------------
+
+    def _remove_hook(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._latest = None
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        self._remove_hook()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._remove_hook()
+        self._collected = []
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._pending = []
+
+    # -- checkpointing -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"previous": self._previous}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._previous = state_dict.get("previous")

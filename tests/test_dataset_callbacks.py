@@ -1,0 +1,150 @@
+"""MaxActivationMonitor and EmbeddingMonitor in a real Trainer; the digits embedding."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from helpers import TinyCNN, fit, logged_image, read_events
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from PIL import Image
+
+from lightning_convviz import EmbeddingMonitor, MaxActivationMonitor
+from lightning_convviz.demo import train
+from lightning_convviz.functional import capture_activations
+
+LOG = "run/version_0"
+
+
+# -- MaxActivationMonitor ------------------------------------------------------------------------
+
+
+def test_top_patches_equal_a_brute_force_pass_over_the_validation_set(tmp_path: Path) -> None:
+    monitor = MaxActivationMonitor(layers=["conv1", "conv2"], channels=[0, 2], k=3)
+    trainer, model = fit(tmp_path, [monitor], limit_val_batches=4, num_sanity_val_steps=0)
+    images = torch.cat([batch[0] for batch in trainer.val_dataloaders])
+    model.eval()
+    with torch.no_grad(), capture_activations(model, ["conv1", "conv2"]) as activations:
+        model(images)
+    for name in ("conv1", "conv2"):
+        best = activations[name][:, [0, 2]].flatten(2).max(dim=2).values  # (N, 2)
+        values, ids = best.T.sort(dim=1, descending=True, stable=True)
+        state = monitor._states[name]
+        torch.testing.assert_close(state.values, values[:, :3])
+        assert torch.equal(state.ids, ids[:, :3])
+    events = read_events(tmp_path / LOG)
+    assert sorted(events.Tags()["images"]) == ["max_activation/conv1", "max_activation/conv2"]
+    assert [e.step for e in events.Images("max_activation/conv2")] == [2]
+    # 2 rows (channels) x 3 patches; conv1's 3 x 3 field enlarged 22x to 66 px, one caption line
+    tile = 66
+    assert logged_image(events, "max_activation/conv1").shape == (
+        2 + 2 * (tile + 15 + 2),
+        2 + 3 * (tile + 2),
+        3,
+    )
+    # conv2 sees 5 x 5 pixels: its crops are the receptive field of the winning unit
+    assert monitor._crops["conv2"].shape[-2:] == (5, 5)
+
+
+def test_default_layers_and_bad_channels(tmp_path: Path) -> None:
+    monitor = MaxActivationMonitor(channels=3, k=2)
+    fit(tmp_path, [monitor], num_sanity_val_steps=0)
+    assert list(monitor._layers) == ["conv2"]  # middle and last conv of two convs: conv2
+    with pytest.raises(MisconfigurationException, match="channel 9 does not exist in 'conv1'"):
+        fit(tmp_path / "b", [MaxActivationMonitor(layers="conv1", channels=[9])])
+    for bad in (0, [], [1, 1], [-1], "3"):
+        with pytest.raises(ValueError, match=r"^channels: expected"):
+            MaxActivationMonitor(channels=bad)  # type: ignore[arg-type]
+
+
+# -- EmbeddingMonitor ----------------------------------------------------------------------------
+
+
+def test_embedding_monitor_logs_maps_scalars_and_projector(tmp_path: Path) -> None:
+    monitor = EmbeddingMonitor(max_samples=32, grid_side=6, projector=True, n_jobs=1)
+    fit(tmp_path, [monitor], max_epochs=2, limit_val_batches=4)
+    events = read_events(tmp_path / LOG)
+    for tag in ("embedding/scatter", "embedding/grid"):
+        assert [e.step for e in events.Images(tag)] == [2, 4]
+    assert logged_image(events, "embedding/scatter").shape == (600, 600, 3)
+    assert logged_image(events, "embedding/grid").shape == (6 * 32, 6 * 32, 3)
+    for tag in ("embedding/trustworthiness", "embedding/knn_accuracy"):
+        values = [e.value for e in events.Scalars(tag)]
+        assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values)
+    config = (tmp_path / LOG / "projector_config.pbtxt").read_text()
+    assert "sprite" in config and "metadata_path" in config
+    assert len(monitor.stall_seconds) == 2 and len(monitor.embedding_seconds) == 2
+
+
+def test_sprite_fits_the_projector_limit(tmp_path: Path) -> None:
+    monitor = EmbeddingMonitor(max_samples=100, thumbnail_side=1000, projector=True, n_jobs=1)
+    fit(tmp_path, [monitor])  # one validation batch: 8 samples, 3 per sprite row
+    with Image.open(next((tmp_path / LOG).glob("**/sprite.png"))) as sprite:
+        width, height = sprite.size
+    # 100 samples would need 10 per row: thumbnails shrink from 1000 to 8192 // 10 = 819 px
+    assert width == height == 3 * 819 <= 8192
+    grid = logged_image(read_events(tmp_path / LOG), "embedding/grid")
+    assert grid.shape == (20 * 102, 20 * 102, 3)  # 2048 // 20 px per cell
+
+
+def test_embedding_needs_a_linear_layer_or_a_named_one(tmp_path: Path) -> None:
+    class NoLinear(TinyCNN):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Identity()  # type: ignore[assignment]
+
+    with pytest.raises(MisconfigurationException, match=r"has no nn\.Linear"):
+        fit(tmp_path, [EmbeddingMonitor()], NoLinear())
+    for factory, argument in [
+        (lambda: EmbeddingMonitor(max_samples=4), "max_samples"),
+        (lambda: EmbeddingMonitor(perplexity=0), "perplexity"),
+        (lambda: EmbeddingMonitor(wait_timeout=-1), "wait_timeout"),
+        (lambda: EmbeddingMonitor(n_jobs=0), "n_jobs"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{argument}: expected"):
+            factory()
+
+
+def report_stall(monitor: EmbeddingMonitor, label: str) -> float:
+    """The longest time the training loop waited in the callback for one embedding."""
+    worst = max(monitor.stall_seconds)
+    stalls = ", ".join(f"{seconds:.3f}" for seconds in monitor.stall_seconds)
+    background = ", ".join(f"{seconds:.1f}" for seconds in monitor.embedding_seconds)
+    print(
+        f"\n{label}: training-loop stall per embedding [{stalls}] s (worst {worst:.3f} s); "
+        f"background embedding [{background}] s"
+    )
+    return worst
+
+
+def test_digits_codes_embed_into_a_faithful_class_separated_map(tmp_path: Path) -> None:
+    monitor = EmbeddingMonitor(every_n_epochs=3, max_samples=360)
+    start = time.perf_counter()
+    trainer = train(lr=1e-3, epochs=6, log_dir=tmp_path, name="digits", callbacks=[monitor])
+    elapsed = time.perf_counter() - start
+    events = read_events(trainer.log_dir)
+    trust = [e.value for e in events.Scalars("embedding/trustworthiness")]
+    knn = [e.value for e in events.Scalars("embedding/knn_accuracy")]
+    assert len(trust) == 2 and trust[-1] > 0.9, trust
+    assert knn[-1] > 0.8, knn  # chance is about 0.1 on ten balanced digits
+    assert report_stall(monitor, f"digits, {elapsed:.1f} s in all") < 1.0
+    grid = logged_image(events, "embedding/grid").astype(float)
+    assert (np.abs(grid - grid.mean()) > 10).any()  # there are digits in it
+
+
+def test_a_failing_embedding_warns_and_training_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_convviz.callbacks.embedding as embedding
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("t-SNE exploded")
+
+    monkeypatch.setattr(embedding, "embed_codes", broken)
+    with pytest.warns(UserWarning, match="an embedding failed: RuntimeError"):
+        trainer, _ = fit(tmp_path, [EmbeddingMonitor(max_samples=16)], max_epochs=2)
+    assert trainer.state.finished
