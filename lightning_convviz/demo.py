@@ -19,8 +19,12 @@ from torch import nn
 from lightning_convviz.callbacks import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
+    AdversarialMonitor,
+    AttributePerformanceMonitor,
+    ClassModelMonitor,
     EmbeddingMonitor,
     FilterMonitor,
+    InversionMonitor,
     MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
@@ -100,6 +104,10 @@ def default_callbacks() -> list[pl.Callback]:
         OcclusionMonitor(every_n_epochs=2),
         MaxActivationMonitor(every_n_epochs=5),
         EmbeddingMonitor(every_n_epochs=5),
+        InversionMonitor(every_n_epochs=10, steps=100),
+        AdversarialMonitor(every_n_epochs=2),
+        ClassModelMonitor(every_n_epochs=10, steps=100),
+        AttributePerformanceMonitor(every_n_epochs=5),
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["class_scatter"]
+__all__ = ["binned_bars", "class_scatter"]
 
 
 def class_scatter(
@@ -48,6 +48,46 @@ def class_scatter(
         axes.legend(markerscale=2.5, fontsize=8, loc="best", title="class", framealpha=0.8)
     axes.set_xticks([])
     axes.set_yticks([])
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    canvas.draw()  # type: ignore[no-untyped-call]
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()  # type: ignore[no-untyped-call]
+
+
+def binned_bars(
+    edges: np.ndarray,
+    accuracy: np.ndarray,
+    true_probability: np.ndarray,
+    counts: np.ndarray,
+    attribute: str,
+    title: str = "",
+) -> np.ndarray:
+    """Accuracy (bars) and mean true-class probability (dots) per attribute bin, with the
+    sample count at the foot of each bar.
+
+    Example:
+        >>> picture = binned_bars(np.array([0.0, 1.0, 2.0]), np.array([0.2, 0.9]),
+        ...                       np.array([0.3, 0.8]), np.array([5, 7]), "brightness")
+        >>> picture.shape
+        (400, 600, 3)
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = np.arange(len(accuracy))
+    axes.bar(positions, accuracy, color="tab:blue", label="accuracy")
+    axes.plot(positions, true_probability, "o", color="tab:orange", label="mean p(true class)")
+    for position, count in zip(positions, counts, strict=True):
+        axes.annotate(f"n={int(count)}", (position, 0.03), ha="center", fontsize=8, color="white")
+    labels = [f"{edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(len(accuracy))]
+    axes.set_xticks(positions, labels, fontsize=8, rotation=20)
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel(f"{attribute} (quantile bins)")
+    axes.set_ylabel("accuracy")
+    axes.legend(fontsize=8, loc="lower right")
     axes.set_title(title, fontsize=10)
     figure.tight_layout()
     canvas.draw()  # type: ignore[no-untyped-call]

@@ -18,8 +18,12 @@ from torch import nn
 from lightning_convviz import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
+    AdversarialMonitor,
+    AttributePerformanceMonitor,
+    ClassModelMonitor,
     EmbeddingMonitor,
     FilterMonitor,
+    InversionMonitor,
     MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
@@ -165,6 +169,10 @@ def all_callbacks() -> list[pl.Callback]:
         OcclusionMonitor(),
         MaxActivationMonitor(),
         EmbeddingMonitor(max_samples=8, n_jobs=1),
+        InversionMonitor(steps=2, every_n_epochs=1),
+        AdversarialMonitor(),
+        ClassModelMonitor(steps=2, every_n_epochs=1),
+        AttributePerformanceMonitor(),
     ]
 
 

@@ -14,8 +14,12 @@ from helpers import TinyCNN, loaders, make_trainer
 from lightning_convviz import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
+    AdversarialMonitor,
+    AttributePerformanceMonitor,
+    ClassModelMonitor,
     EmbeddingMonitor,
     FilterMonitor,
+    InversionMonitor,
     MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
@@ -94,8 +98,24 @@ for _hook in HOOKS:
         OcclusionMonitor(num_probe_images=3),
         MaxActivationMonitor(layers=["conv1", "conv2"], k=4),
         EmbeddingMonitor(max_samples=16, n_jobs=1),
+        InversionMonitor(num_probe_images=2, every_n_epochs=1, steps=3),
+        AdversarialMonitor(num_probe_images=2),
+        ClassModelMonitor(steps=3, every_n_epochs=1),
+        AttributePerformanceMonitor(),
     ],
-    ids=["stats", "maps", "filters", "attribution", "occlusion", "max_activation", "embedding"],
+    ids=[
+        "stats",
+        "maps",
+        "filters",
+        "attribution",
+        "occlusion",
+        "max_activation",
+        "embedding",
+        "inversion",
+        "adversarial",
+        "class_model",
+        "attribute_performance",
+    ],
 )
 def test_callback_leaves_training_untouched(tmp_path: Path, callback: pl.Callback) -> None:
     model = TinyCNN()

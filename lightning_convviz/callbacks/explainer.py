@@ -18,14 +18,16 @@ from lightning_convviz.callbacks.base import ConvVizCallback, check_positive_int
 from lightning_convviz.callbacks.probe import ProbeSet, check_probe_images
 from lightning_convviz.functional.guard import preserved_state
 
-__all__ = ["ExplainTarget", "ProbeExplainer"]
+__all__ = ["ExplainTarget", "ProbeCallback", "ProbeExplainer", "caption"]
 
 #: Which class the maps explain: the true label (when the batch has labels) or the prediction.
 ExplainTarget = Literal["true", "predicted"]
 
 
-class ProbeExplainer(ConvVizCallback):
-    """Base class: probe selection, cadence, captions and logging of labelled heat-map grids."""
+class ProbeCallback(ConvVizCallback):
+    """Base class: a fixed probe set (with labels when known), drawn at the start of training
+    and every ``every_n_epochs`` epochs on global rank zero. Subclasses implement :meth:`_draw`.
+    """
 
     def __init__(
         self,
@@ -59,14 +61,6 @@ class ProbeExplainer(ConvVizCallback):
         self.tile_side = tile_side
         self._probe = ProbeSet(type(self).__name__, num_probe_images, probe_images, probe_labels)
 
-    # -- what subclasses provide ---------------------------------------------------------------
-
-    def _heat_maps(
-        self, pl_module: LightningModule, images: torch.Tensor, targets: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """``{tag suffix: (N, h, w) maps in [0, 1]}`` for the probe images and targets."""
-        raise NotImplementedError
-
     # -- probe selection -----------------------------------------------------------------------
 
     def on_validation_batch_end(
@@ -97,22 +91,28 @@ class ProbeExplainer(ConvVizCallback):
         if self._enabled and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self._draw(trainer, pl_module)
 
-    # -- drawing -------------------------------------------------------------------------------
-
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        writer = self._writer(trainer)
+        raise NotImplementedError
+
+    def _probe_on_device(
+        self, trainer: Trainer, pl_module: LightningModule
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The probe images on the model's device and their labels, on global rank zero."""
         probe = self._probe.get()
-        if writer is None or probe is None:
-            return
-        images = probe[0].to(pl_module.device)
-        labels = probe[1]
+        if not trainer.is_global_zero or probe is None:
+            return None
+        return probe[0].to(pl_module.device), probe[1]
+
+    def _predict(
+        self, pl_module: LightningModule, images: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[str]]:
+        """Class probabilities ``(N, classes)`` on the CPU, and captions: true class (when
+        known), predicted class and its probability."""
         with preserved_state(pl_module), torch.no_grad():
             probabilities = pl_module(images).float().softmax(dim=1).cpu()
         predicted = probabilities.argmax(dim=1)
-        targets = labels if self.target == "true" and labels is not None else predicted
-        maps = self._heat_maps(pl_module, images, targets.to(pl_module.device))
         captions = [
-            _caption(None if labels is None else int(label), int(guess), probability)
+            caption(None if label is None else int(label), int(guess), probability)
             for label, guess, probability in zip(
                 labels if labels is not None else [None] * len(images),
                 predicted,
@@ -120,12 +120,7 @@ class ProbeExplainer(ConvVizCallback):
                 strict=True,
             )
         ]
-        for name, heat in maps.items():
-            tiles = torch.stack(
-                [render.heat_overlay(image, map_) for image, map_ in zip(images, heat, strict=True)]
-            )
-            grid = render.labelled_grid(tiles, captions, min_side=self.tile_side)
-            writer.add_image(self._tag(name), grid, trainer.global_step, dataformats="HWC")
+        return probabilities, captions
 
     # -- checkpointing -------------------------------------------------------------------------
 
@@ -136,6 +131,33 @@ class ProbeExplainer(ConvVizCallback):
         self._probe.load_state_dict(state_dict)
 
 
-def _caption(label: int | None, predicted: int, probabilities: torch.Tensor) -> str:
+class ProbeExplainer(ProbeCallback):
+    """Base class of the heat-map callbacks: labelled grids of the probe with a map overlaid."""
+
+    def _heat_maps(
+        self, pl_module: LightningModule, images: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``{tag suffix: (N, h, w) maps in [0, 1]}`` for the probe images and targets."""
+        raise NotImplementedError
+
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        writer = self._writer(trainer)
+        probe = self._probe_on_device(trainer, pl_module)
+        if writer is None or probe is None:
+            return
+        images, labels = probe
+        probabilities, captions = self._predict(pl_module, images, labels)
+        predicted = probabilities.argmax(dim=1)
+        targets = labels if self.target == "true" and labels is not None else predicted
+        maps = self._heat_maps(pl_module, images, targets.to(pl_module.device))
+        for name, heat in maps.items():
+            tiles = torch.stack(
+                [render.heat_overlay(image, map_) for image, map_ in zip(images, heat, strict=True)]
+            )
+            grid = render.labelled_grid(tiles, captions, min_side=self.tile_side)
+            writer.add_image(self._tag(name), grid, trainer.global_step, dataformats="HWC")
+
+
+def caption(label: int | None, predicted: int, probabilities: torch.Tensor) -> str:
     shown = f"pred {predicted} ({float(probabilities[predicted]):.2f})"
     return shown if label is None else f"true {label}\n{shown}"

@@ -10,6 +10,20 @@ from lightning_convviz.functional.activity import (
     dead_fraction,
     sparsity,
 )
+from lightning_convviz.functional.adversarial import (
+    FoolingResult,
+    fgsm,
+    fooling_image,
+    min_fooling_epsilon,
+)
+from lightning_convviz.functional.attributes import (
+    BUILTIN_ATTRIBUTES,
+    BinnedPerformance,
+    binned_performance,
+    brightness,
+    contrast,
+    foreground_fraction,
+)
 from lightning_convviz.functional.attribution import (
     GradCam,
     deconvnet,
@@ -31,6 +45,7 @@ from lightning_convviz.functional.capture import (
 )
 from lightning_convviz.functional.filters import filter_noise_score, relative_change
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
+from lightning_convviz.functional.inversion import Inversion, class_model, invert, total_variation
 from lightning_convviz.functional.occlusion import (
     OcclusionScores,
     occluded_score_map,
@@ -55,27 +70,40 @@ from lightning_convviz.functional.topk import (
 
 __all__ = [
     "ACTIVATION_TYPES",
+    "BUILTIN_ATTRIBUTES",
+    "BinnedPerformance",
     "ChannelMaxima",
+    "FoolingResult",
     "GradCam",
+    "Inversion",
     "LayerSpec",
     "OcclusionScores",
     "ReceptiveField",
     "TopK",
+    "binned_performance",
+    "brightness",
     "capture_activations",
     "channel_maxima",
     "channel_positive_counts",
+    "class_model",
+    "contrast",
     "conv_layers",
     "crop_receptive_field",
     "dead_channels",
     "dead_fraction",
     "deconvnet",
     "default_activation_layers",
+    "fgsm",
     "filter_noise_score",
+    "fooling_image",
+    "foreground_fraction",
     "grad_cam",
     "grad_enabled",
     "guided_backprop",
     "hook_outputs",
+    "invert",
     "is_conv",
+    "min_fooling_epsilon",
     "modified_relu_backward",
     "occluded_score_map",
     "occlusion",
@@ -91,5 +119,6 @@ __all__ = [
     "take_slots",
     "topk_merge",
     "topk_update",
+    "total_variation",
     "window_starts",
 ]

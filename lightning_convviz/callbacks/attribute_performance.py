@@ -1,0 +1,197 @@
+"""AttributePerformanceMonitor: accuracy per bin of image attributes (brightness, size, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_warn
+from torch.utils.hooks import RemovableHandle
+
+from lightning_convviz import plots
+from lightning_convviz.callbacks.base import ConvVizCallback, check_positive_int, inputs_from_batch
+from lightning_convviz.callbacks.probe import labels_from_batch
+from lightning_convviz.functional.attributes import (
+    BUILTIN_ATTRIBUTES,
+    Attribute,
+    BinnedPerformance,
+    binned_performance,
+    evaluate_attribute,
+)
+
+__all__ = ["AttributePerformanceMonitor"]
+
+
+class AttributePerformanceMonitor(ConvVizCallback):
+    """Plot validation accuracy as a function of image attributes, every validation epoch.
+
+    The ImageNet challenge analysis in the CS231n notes: which images does the model get
+    wrong? For every validation image the callback measures each attribute (built in:
+    ``brightness`` = mean value, ``contrast`` = standard deviation, ``foreground`` = share of
+    pixels far from the border colour; or your own ``name -> function(images) -> one value per
+    image``), and whether the model's prediction (read from the LightningModule's own forward
+    call in ``validation_step``) is right. At the end of the epoch the values are split into
+    quantile bins and one chart per attribute shows the accuracy and mean true-class
+    probability per bin with the sample counts: a model that fails on faint or small digits
+    shows it at once. Under DDP the measurements of all ranks are gathered.
+
+    Example:
+        >>> from pytorch_lightning import Trainer
+        >>> import torch
+        >>> monitor = AttributePerformanceMonitor(
+        ...     attributes={"brightness": None, "ink": lambda x: (x > 0).float().mean((1, 2, 3))})
+        >>> trainer = Trainer(callbacks=[monitor])
+
+    Logged tags:
+        * ``performance/<attribute>`` (image): the chart.
+        * ``performance/<attribute>/worst_bin_accuracy`` (scalar): the lowest bin accuracy.
+
+    Args:
+        attributes: ``None`` for the built-ins, or ``{name: function}``; ``None`` as a function
+            picks the built-in of that name.
+        bins: Quantile bins per attribute.
+        every_n_epochs: Measure during every this many validation epochs.
+
+    Raises:
+        ValueError: At construction, for an unknown built-in or a non-callable attribute; during
+            validation, when an attribute function returns the wrong number of values, NaN or
+            infinity.
+        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger.
+    """
+
+    section = "performance"
+
+    def __init__(
+        self,
+        attributes: dict[str, Attribute | None] | None = None,
+        bins: int = 5,
+        every_n_epochs: int = 1,
+    ) -> None:
+        super().__init__()
+        chosen: dict[str, Attribute] = {}
+        for name, function in (attributes or dict.fromkeys(BUILTIN_ATTRIBUTES)).items():
+            if function is None and name not in BUILTIN_ATTRIBUTES:
+                raise ValueError(
+                    f"attributes: {name!r} is not built in; built in are "
+                    f"{sorted(BUILTIN_ATTRIBUTES)} (or pass a function)"
+                )
+            resolved = BUILTIN_ATTRIBUTES[name] if function is None else function
+            if not callable(resolved) or not isinstance(name, str) or not name:
+                raise ValueError(
+                    f"attributes: expected {{name: function(images) -> values}}, got {name!r}: "
+                    f"{function!r}"
+                )
+            chosen[name] = resolved
+        if not chosen:
+            raise ValueError("attributes: expected at least one attribute")
+        check_positive_int("bins", bins)
+        check_positive_int("every_n_epochs", every_n_epochs)
+        self.attributes = chosen
+        self.bins = bins
+        self.every_n_epochs = every_n_epochs
+        self._handle: RemovableHandle | None = None
+        self._outputs: torch.Tensor | None = None
+        self._records: list[dict[str, torch.Tensor]] = []
+        self._warned_no_labels = False
+        #: The last epoch's results per attribute (on global rank zero).
+        self.results: dict[str, BinnedPerformance] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(attributes=sorted(self.attributes), bins=self.bins)
+
+    def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Any classifier can be measured: nothing to resolve."""
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if (
+            not self._enabled
+            or trainer.sanity_checking
+            or (trainer.current_epoch + 1) % self.every_n_epochs != 0
+        ):
+            return
+        self._records = []
+
+        def keep(_module: Any, _inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.ndim == 2:
+                self._outputs = output.detach()
+
+        self._handle = pl_module.register_forward_hook(keep)
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        scores, self._outputs = self._outputs, None
+        if self._handle is None or dataloader_idx != 0:
+            return
+        images = inputs_from_batch(batch)
+        labels = labels_from_batch(batch, len(images))
+        if labels is None:
+            if not self._warned_no_labels:
+                rank_zero_warn("AttributePerformanceMonitor: the batches carry no labels; idle.")
+                self._warned_no_labels = True
+            return
+        if scores is None or len(scores) != len(images):  # validation_step did not call self(x)
+            with torch.no_grad():
+                scores = pl_module(images)
+        probabilities = scores.float().softmax(dim=1)
+        labels = labels.to(probabilities.device)
+        record = {
+            "correct": (probabilities.argmax(dim=1) == labels).float(),
+            "true_probability": probabilities.gather(1, labels[:, None]).squeeze(1),
+        }
+        for name, function in self.attributes.items():
+            record[name] = evaluate_attribute(name, function, images).to(probabilities.device)
+        self._records.append(record)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._handle is None:
+            return
+        self._remove_hook()
+        if not self._records:
+            return
+        joined = {key: torch.cat([r[key] for r in self._records]) for key in self._records[0]}
+        self._records = []
+        if trainer.world_size > 1:  # every rank takes part
+            joined = {key: trainer.strategy.all_gather(v).flatten() for key, v in joined.items()}
+        writer = self._writer(trainer)
+        if writer is None:
+            return
+        metrics = {}
+        for name in self.attributes:
+            result = binned_performance(
+                joined[name], joined["correct"], joined["true_probability"], self.bins
+            )
+            self.results[name] = result
+            picture = plots.binned_bars(
+                result.edges.numpy(),
+                result.accuracy.numpy(),
+                result.true_probability.numpy(),
+                result.counts.numpy(),
+                attribute=name,
+                title=f"epoch {trainer.current_epoch}: {int(result.counts.sum())} images",
+            )
+            writer.add_image(self._tag(name), picture, trainer.global_step, dataformats="HWC")
+            metrics[self._tag(name, "worst_bin_accuracy")] = float(result.accuracy.min())
+        self._log_scalars(trainer, metrics, trainer.global_step)
+
+    def _remove_hook(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._outputs = None
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        self._remove_hook()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._remove_hook()

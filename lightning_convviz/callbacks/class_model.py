@@ -1,0 +1,113 @@
+"""ClassModelMonitor: what each class looks like to the network, as training goes."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_lightning import LightningModule, Trainer
+
+from lightning_convviz import render
+from lightning_convviz.callbacks.base import check_positive_int
+from lightning_convviz.callbacks.explainer import ProbeCallback
+from lightning_convviz.functional.guard import preserved_state
+from lightning_convviz.functional.inversion import class_model
+
+__all__ = ["ClassModelMonitor"]
+
+
+class ClassModelMonitor(ProbeCallback):
+    """Synthesise one image per class by gradient ascent on its score (Simonyan et al.).
+
+    Every ``every_n_epochs`` epochs (and at the start), from a blank image of the inputs' shape
+    (taken from the first validation batch), Adam ascends each class score with an L2 penalty,
+    a light blur and random shifts (:func:`~lightning_convviz.functional.inversion.
+    class_model`). Early in training the images are noise; later the strokes that make a class
+    appear.
+
+    Example:
+        >>> from pytorch_lightning import Trainer
+        >>> trainer = Trainer(callbacks=[ClassModelMonitor(classes=[0, 1, 7], every_n_epochs=5)])
+
+    Logged tags:
+        * ``class_model/images`` (image): one picture per class, captioned with the class and
+          the probability the model gives it.
+
+    Args:
+        classes: Which classes (``None``: all the model's outputs).
+        every_n_epochs: Draw after every this many training epochs.
+        steps: Ascent steps.
+        l2: Weight of the squared-norm penalty.
+        blur_every: Blur every this many steps (0: never).
+        jitter: Random shift per step, in pixels.
+        tile_side: Smallest side of one picture, in pixels.
+
+    Raises:
+        ValueError: At construction, for an argument outside the allowed values; when drawing,
+            for a class index the model does not have.
+        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger.
+    """
+
+    section = "class_model"
+
+    def __init__(
+        self,
+        classes: list[int] | None = None,
+        every_n_epochs: int = 5,
+        steps: int = 200,
+        l2: float = 1e-3,
+        blur_every: int = 4,
+        jitter: int = 1,
+        tile_side: int = 64,
+    ) -> None:
+        super().__init__(None, None, 1, every_n_epochs, "true", tile_side)
+        if classes is not None and not (
+            isinstance(classes, (list, tuple))
+            and classes
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in classes)
+        ):
+            raise ValueError(
+                f"classes: expected None or a non-empty list of ints >= 0, got {classes!r}"
+            )
+        check_positive_int("steps", steps)
+        if isinstance(l2, bool) or not l2 >= 0:
+            raise ValueError(f"l2: expected a number >= 0, got {l2!r}")
+        for name, value in (("blur_every", blur_every), ("jitter", jitter)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+        self.classes = None if classes is None else list(classes)
+        self.steps = steps
+        self.l2 = float(l2)
+        self.blur_every = blur_every
+        self.jitter = jitter
+
+    def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Any classifier has class models: nothing to resolve."""
+
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        writer = self._writer(trainer)
+        probe = self._probe_on_device(trainer, pl_module)
+        if writer is None or probe is None:
+            return
+        shape = tuple(probe[0].shape[1:])
+        with preserved_state(pl_module), torch.no_grad():
+            classes = self.classes or list(range(pl_module(probe[0][:1]).shape[1]))
+        images = class_model(
+            pl_module,
+            classes,
+            shape,
+            steps=self.steps,
+            l2=self.l2,
+            blur_every=self.blur_every,
+            jitter=self.jitter,
+            device=probe[0].device,
+        )
+        probabilities, _ = self._predict(pl_module, images, None)
+        captions = [
+            f"class {c}\np = {float(probabilities[i, c]):.2f}" for i, c in enumerate(classes)
+        ]
+        picture = render.labelled_grid(
+            render.thumbnails(images, self.tile_side),
+            captions,
+            columns=min(10, len(classes)),
+            min_side=self.tile_side,
+        )
+        writer.add_image(self._tag("images"), picture, trainer.global_step, dataformats="HWC")

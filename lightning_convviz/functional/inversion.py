@@ -1,0 +1,202 @@
+"""What a code keeps of an image (Mahendran & Vedaldi, 2015), and what a class looks like to the
+network (Simonyan et al., 2014): images optimised by gradient descent through a frozen model.
+
+Both start from a fixed point (noise from their own generator, or a blank image), run a bounded
+number of Adam steps on the image only, with the model in eval mode and every ``.training``
+flag, the parameters' ``.grad`` and the global RNG restored afterwards. Pure torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_convviz.functional.arguments import Target, check_images, target_indices
+from lightning_convviz.functional.capture import LayerSpec, resolve_single_layer
+from lightning_convviz.functional.guard import grad_enabled, preserved_state
+
+__all__ = ["Inversion", "class_model", "invert", "total_variation"]
+
+
+class Inversion(NamedTuple):
+    """Reconstructions from a layer's code and how well their code matches."""
+
+    #: ``N x C x H x W`` reconstructed images.
+    images: torch.Tensor
+    #: ``(N,)`` ``||code(reconstruction) - code(input)|| / ||code(input)||``.
+    code_error: torch.Tensor
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between neighbouring pixels, per image ``(N,)``."""
+    rows = (images[:, :, 1:, :] - images[:, :, :-1, :]).pow(2).flatten(1).mean(dim=1)
+    columns = (images[:, :, :, 1:] - images[:, :, :, :-1]).pow(2).flatten(1).mean(dim=1)
+    return rows + columns
+
+
+def _check_steps(steps: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100_000:
+        raise ValueError(f"steps: expected an integer in [1, 100000], got {steps!r}")
+
+
+def _jittered(images: torch.Tensor, jitter: int, generator: torch.Generator) -> torch.Tensor:
+    if jitter <= 0:
+        return images
+    shift = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
+    return torch.roll(images, shifts=(shift[0], shift[1]), dims=(2, 3))
+
+
+def invert(
+    model: nn.Module,
+    layer: LayerSpec,
+    inputs: torch.Tensor,
+    steps: int = 200,
+    learning_rate: float = 0.1,
+    tv_weight: float = 0.05,
+    norm_weight: float = 1e-4,
+    jitter: int = 0,
+    generator: torch.Generator | None = None,
+) -> Inversion:
+    """Reconstruct images from their code at ``layer`` (the output of that module).
+
+    Minimises ``||code(x) - code(inputs)||^2 / ||code(inputs)||^2 + tv_weight * TV(x) +
+    norm_weight * mean(x^6)`` over ``x`` with Adam, from Gaussian noise (std 0.1 times the
+    inputs' std) drawn from ``generator`` (default: seeded with 0). ``jitter`` rolls the image by
+    up to that many pixels at random each step (a natural-image prior).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        ...                       nn.Linear(64, 2))
+        >>> result = invert(model, "0", torch.randn(2, 1, 4, 4), steps=5)
+        >>> tuple(result.images.shape), tuple(result.code_error.shape)
+        ((2, 1, 4, 4), (2,))
+
+    Raises:
+        ValueError: Bad ``inputs``; the layer is unknown or ambiguous or not reached; ``steps``
+            outside [1, 100000]; a negative weight or jitter.
+    """
+    check_images(inputs)
+    _check_steps(steps)
+    for name, value in (("tv_weight", tv_weight), ("norm_weight", norm_weight)):
+        if isinstance(value, bool) or not value >= 0:
+            raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+    if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
+        raise ValueError(f"jitter: expected an integer >= 0, got {jitter!r}")
+    module = resolve_single_layer(model, layer)
+    generator = generator or torch.Generator().manual_seed(0)
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            captured.append(output)
+
+    with preserved_state(model), grad_enabled():
+        handle = module.register_forward_hook(keep)
+        try:
+            with torch.no_grad():
+                model(inputs.detach())
+            if not captured:
+                raise ValueError(f"layer: {layer!r} was not called by the model's forward pass")
+            goal = captured[-1].detach().flatten(1).float().clone()
+            scale = goal.pow(2).sum(dim=1).clamp_min(1e-12)
+            spread = float(inputs.detach().float().std()) or 1.0
+            noise = torch.randn(inputs.shape, generator=generator) * 0.1 * spread
+            images = noise.to(inputs.device, inputs.dtype).requires_grad_(True)
+            optimiser = torch.optim.Adam([images], lr=learning_rate * spread)
+            for _ in range(steps):
+                captured.clear()
+                model(_jittered(images, jitter, generator))
+                code = captured[-1].flatten(1).float()
+                match = (code - goal).pow(2).sum(dim=1) / scale
+                prior = tv_weight * total_variation(images) / spread**2 + norm_weight * (
+                    images / spread
+                ).pow(6).flatten(1).mean(dim=1)
+                loss = (match + prior).sum()
+                (gradient,) = torch.autograd.grad(loss, images)
+                optimiser.zero_grad(set_to_none=True)
+                images.grad = gradient
+                optimiser.step()
+            captured.clear()
+            with torch.no_grad():
+                model(images)
+                error = (captured[-1].flatten(1).float() - goal).norm(dim=1) / scale.sqrt()
+        finally:
+            handle.remove()
+    return Inversion(images.detach(), error)
+
+
+def class_model(
+    model: nn.Module,
+    target: Target,
+    image_shape: Sequence[int],
+    steps: int = 200,
+    learning_rate: float = 0.1,
+    l2: float = 1e-3,
+    blur_every: int = 0,
+    jitter: int = 0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Images that maximise each target class's score (Simonyan et al., 2014).
+
+    Gradient ascent with Adam on ``score[target] - l2 * ||x||^2`` from a blank (zero) image;
+    optionally a 3 x 3 blur every ``blur_every`` steps and random shifts of up to ``jitter``
+    pixels (from ``generator``), two common regularisers that make the images smoother.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> class_model(model, [0, 2], image_shape=(1, 2, 2), steps=3).shape
+        torch.Size([2, 1, 2, 2])
+
+    Args:
+        model: Maps images to class scores.
+        target: The classes, one image each (an int gives one image).
+        image_shape: ``(C, H, W)`` of the model's inputs.
+        steps: Ascent steps.
+        learning_rate: Adam step size.
+        l2: Weight of the squared-norm penalty.
+        blur_every: Blur the image every this many steps (0: never).
+        jitter: Random shift in pixels per step (0: none).
+        generator: Source of the shifts (default seeded with 0).
+        device: Where to build the images (default: the model's parameters' device).
+
+    Raises:
+        ValueError: ``target`` out of range; a bad ``image_shape``; ``steps`` outside
+            [1, 100000]; a negative ``l2``, ``blur_every`` or ``jitter``.
+    """
+    _check_steps(steps)
+    shape = tuple(image_shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise ValueError(f"image_shape: expected (C, H, W) of ints >= 1, got {image_shape!r}")
+    if isinstance(l2, bool) or not l2 >= 0:
+        raise ValueError(f"l2: expected a number >= 0, got {l2!r}")
+    for name, value in (("blur_every", blur_every), ("jitter", jitter)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+    if device is None:
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else "cpu"
+    count = 1 if isinstance(target, int) else len(torch.as_tensor(target).flatten())
+    generator = generator or torch.Generator().manual_seed(0)
+    blur = torch.full((shape[0], 1, 3, 3), 1 / 9, device=device)
+    with preserved_state(model), grad_enabled():
+        images = torch.zeros((count, *shape), device=device, requires_grad=True)
+        with torch.no_grad():
+            classes = model(images).shape[1]
+        wanted = target_indices(target, count, classes).to(device)
+        optimiser = torch.optim.Adam([images], lr=learning_rate)
+        for step in range(steps):
+            scores = model(_jittered(images, jitter, generator))
+            objective = scores.gather(1, wanted[:, None]).sum() - l2 * images.pow(2).sum()
+            (gradient,) = torch.autograd.grad(-objective, images)
+            optimiser.zero_grad(set_to_none=True)
+            images.grad = gradient
+            optimiser.step()
+            if blur_every and (step + 1) % blur_every == 0:
+                with torch.no_grad():
+                    images.copy_(F.conv2d(images, blur, padding=1, groups=shape[0]))
+    return images.detach()
