@@ -7,7 +7,7 @@ LR ?= 0.001
 EPOCHS ?= 20
 LOGDIR ?= runs
 
-.PHONY: install demo test lint benchmark clean
+.PHONY: install demo diagnose test lint benchmark clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: install
 
 test: lint
 	$(PY) -m pytest
+
+diagnose: install
+	$(PY) examples/lr_diagnosis.py --logdir $(LOGDIR)/lr_diagnosis
 
 benchmark: install
 	$(PY) benchmarks/activation_stats_overhead.py

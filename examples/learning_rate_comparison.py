@@ -16,8 +16,7 @@ def dead_channels(log_dir: str) -> list[int]:
     events = EventAccumulator(log_dir, size_guidance={"scalars": 0})
     events.Reload()
     return [
-        int(events.Scalars(f"activation_stats/dead_channels/{layer}")[-1].value)
-        for layer in LAYERS
+        int(events.Scalars(f"activation_stats/dead_channels/{layer}")[-1].value) for layer in LAYERS
     ]
 
 

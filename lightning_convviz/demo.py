@@ -38,11 +38,12 @@ class DigitsConvNet(pl.LightningModule):
     """Three conv blocks (16, 32, 64 channels; conv-ReLU-maxpool) and an MLP head.
 
     Args:
-        lr: Adam's learning rate.
-        weight_decay: Adam's (L2) weight decay.
+        lr: The optimizer's learning rate.
+        weight_decay: The optimizer's (L2) weight decay.
         first_layer_init_std: Standard deviation of the first convolution's normal
             initialisation (its bias starts at 0); ``None`` keeps PyTorch's default.
         batch_norm: Put a BatchNorm between each convolution and its ReLU.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
     """
 
     def __init__(
@@ -51,8 +52,11 @@ class DigitsConvNet(pl.LightningModule):
         weight_decay: float = 0.0,
         first_layer_init_std: float | None = None,
         batch_norm: bool = False,
+        optimizer: str = "adam",
     ) -> None:
         super().__init__()
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {optimizer!r}")
         self.save_hyperparameters()
 
         def block(inputs: int, outputs: int, kernel: int) -> list[nn.Module]:
@@ -89,9 +93,10 @@ class DigitsConvNet(pl.LightningModule):
         self.log("val/accuracy", (logits.argmax(dim=1) == labels).float().mean())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
-        )
+        lr, decay = self.hparams["lr"], self.hparams["weight_decay"]
+        if self.hparams["optimizer"] == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=lr, momentum=0.9, weight_decay=decay)
+        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=decay)
 
 
 def default_callbacks() -> list[pl.Callback]:
@@ -121,6 +126,7 @@ def train(
     first_layer_init_std: float | None = 0.01,
     batch_norm: bool = False,
     callbacks: list[pl.Callback] | None = None,
+    optimizer: str = "adam",
 ) -> pl.Trainer:
     """Train :class:`DigitsConvNet` on the digits with the callbacks; return the Trainer."""
     pl.seed_everything(seed, verbose=False)
@@ -129,6 +135,7 @@ def train(
         weight_decay=weight_decay,
         first_layer_init_std=first_layer_init_std,
         batch_norm=batch_norm,
+        optimizer=optimizer,
     )
     logger = TensorBoardLogger(
         str(log_dir), name=name or f"digits_lr{lr:g}", default_hp_metric=False

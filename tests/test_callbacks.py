@@ -24,6 +24,7 @@ from lightning_convviz import (
     EmbeddingMonitor,
     FilterMonitor,
     InversionMonitor,
+    LearningRateDoctor,
     MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
@@ -173,6 +174,7 @@ def all_callbacks() -> list[pl.Callback]:
         AdversarialMonitor(),
         ClassModelMonitor(steps=2, every_n_epochs=1),
         AttributePerformanceMonitor(),
+        LearningRateDoctor(every_n_steps=1),
     ]
 
 

@@ -20,6 +20,7 @@ from lightning_convviz import (
     EmbeddingMonitor,
     FilterMonitor,
     InversionMonitor,
+    LearningRateDoctor,
     MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
@@ -102,6 +103,7 @@ for _hook in HOOKS:
         AdversarialMonitor(num_probe_images=2),
         ClassModelMonitor(steps=3, every_n_epochs=1),
         AttributePerformanceMonitor(),
+        LearningRateDoctor(every_n_steps=1),
     ],
     ids=[
         "stats",
@@ -115,6 +117,7 @@ for _hook in HOOKS:
         "adversarial",
         "class_model",
         "attribute_performance",
+        "lr_doctor",
     ],
 )
 def test_callback_leaves_training_untouched(tmp_path: Path, callback: pl.Callback) -> None:

@@ -8,6 +8,7 @@ from lightning_convviz.callbacks.class_model import ClassModelMonitor
 from lightning_convviz.callbacks.embedding import EmbeddingMonitor
 from lightning_convviz.callbacks.filters import FilterMonitor
 from lightning_convviz.callbacks.inversion import InversionMonitor
+from lightning_convviz.callbacks.lr_doctor import LearningRateDoctor
 from lightning_convviz.callbacks.max_activation import MaxActivationMonitor
 from lightning_convviz.callbacks.occlusion import OcclusionMonitor
 from lightning_convviz.callbacks.saliency import SaliencyMonitor
@@ -21,6 +22,7 @@ __all__ = [
     "EmbeddingMonitor",
     "FilterMonitor",
     "InversionMonitor",
+    "LearningRateDoctor",
     "MaxActivationMonitor",
     "OcclusionMonitor",
     "SaliencyMonitor",
