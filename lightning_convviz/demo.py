@@ -25,6 +25,7 @@ from lightning_convviz.callbacks import (
     EmbeddingMonitor,
     FilterMonitor,
     InversionMonitor,
+    LearningRateDoctor,
     MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
@@ -113,6 +114,7 @@ def default_callbacks() -> list[pl.Callback]:
         AdversarialMonitor(every_n_epochs=2),
         ClassModelMonitor(every_n_epochs=10, steps=100),
         AttributePerformanceMonitor(every_n_epochs=5),
+        LearningRateDoctor(),
     ]
 
 

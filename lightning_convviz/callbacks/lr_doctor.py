@@ -60,7 +60,8 @@ class LearningRateDoctor(ConvVizCallback):
       measured steps, and their trend;
     * **filter noise score** of the first convolution (Geary's ratio; 1.0 = random);
     * **loss**: NaN or infinity (reported at the step it first appears), and divergence
-      (an epoch's mean loss above ``divergence_factor`` times the best so far);
+      (an epoch's mean loss above ``divergence_factor`` times the best so far that also gives
+      back a quarter of the progress since the first epoch);
     * **gradient norm** explosions (above ``explosion_factor`` times the largest norm of the
       earlier epochs; a plateau at the start makes healthy norms grow several-fold).
 
@@ -352,12 +353,16 @@ class LearningRateDoctor(ConvVizCallback):
                 f"after {len(losses)} epochs the loss is {losses[-1]:.3g}, still "
                 f"{100 * losses[-1] / losses[0]:.0f}% of the first epoch's {losses[0]:.3g}",
             )
-        if len(losses) >= 2 and losses[-1] > self.divergence_factor * min(losses[:-1]):
+        best = min(losses[:-1]) if len(losses) >= 2 else math.inf
+        lost_ground = (losses[-1] - best) / max(losses[0] - best, 1e-12) if losses else 0.0
+        # a bump near zero loss (0.008 -> 0.019) is noise, not divergence: the loss must also
+        # give back a quarter of the progress made since the first epoch
+        if len(losses) >= 2 and losses[-1] > self.divergence_factor * best and lost_ground > 0.25:
             self._find(
                 "diverging",
                 "too high",
                 f"epoch {epoch} mean loss {losses[-1]:.3g} is "
-                f"{losses[-1] / min(losses[:-1]):.1f}x the best epoch's {min(losses[:-1]):.3g}",
+                f"{losses[-1] / min(losses[:-1]):.3g}x the best epoch's {min(losses[:-1]):.3g}",
                 permanent=True,
             )
         self._grad_norms_before_epoch = len(history.grad_norms)
