@@ -431,3 +431,24 @@ def test_a_model_that_does_not_return_class_scores_is_named() -> None:
     model = nn.Sequential(nn.Conv2d(3, 2, 3))
     with pytest.raises(ValueError, match=r"^model: expected class scores N x classes"):
         saliency(model, torch.randn(1, 3, 8, 8), 0)
+
+
+def test_grad_cam_on_a_frozen_layer_and_on_one_that_does_not_reach_the_scores() -> None:
+    class Frozen(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1).requires_grad_(False)
+            self.unused = nn.Conv2d(3, 2, 3, padding=1)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.unused(x)
+            return self.head(torch.relu(self.stem(x)).mean(dim=(2, 3)))
+
+    model = Frozen()
+    inputs = torch.randn(2, 3, 8, 8)
+    reference = LayerGradCam(model, model.stem).attribute(inputs, target=1, relu_attributions=True)
+    assert_close(grad_cam(model, inputs, 1, layer="stem").layer_map, reference)
+    assert torch.equal(
+        grad_cam(model, inputs, 1, layer="unused").layer_map, torch.zeros(2, 1, 8, 8)
+    )

@@ -163,6 +163,8 @@ class EmbeddingMonitor(ConvVizCallback):
         self.stall_seconds: list[float] = []
         #: Seconds each embedding took in the background.
         self.embedding_seconds: list[float] = []
+        #: Samples in each logged embedding (all ranks together).
+        self.embedded_samples: list[int] = []
 
     @property
     def state_key(self) -> str:
@@ -321,6 +323,7 @@ class EmbeddingMonitor(ConvVizCallback):
 
     def _write(self, trainer: Trainer, result: _Result) -> None:
         self.embedding_seconds.append(result.seconds)
+        self.embedded_samples.append(len(result.job.codes))
         rank_zero_info(
             f"EmbeddingMonitor: embedding of step {result.step} done in {result.seconds:.1f} s"
         )

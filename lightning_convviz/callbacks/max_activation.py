@@ -217,16 +217,15 @@ class MaxActivationMonitor(ConvVizCallback):
         if self._hooks is None:
             return
         self._close_hooks()
-        states, crops = self._states, self._crops
         if trainer.world_size > 1:  # every rank takes part in the gathers
-            states, crops = self._merge_ranks(trainer, states, crops)
+            self._states, self._crops = self._merge_ranks(trainer, self._states, self._crops)
         writer = self._writer(trainer)
         if writer is None:
             return
-        for name, state in states.items():
-            if name not in crops:
+        for name, state in self._states.items():
+            if name not in self._crops:
                 continue
-            picture = self._picture(name, state, crops[name])
+            picture = self._picture(name, state, self._crops[name])
             writer.add_image(self._tag(name), picture, trainer.global_step, dataformats="HWC")
 
     def _merge_ranks(

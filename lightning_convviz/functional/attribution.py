@@ -249,6 +249,8 @@ def grad_cam(
     def keep_output(_module: nn.Module, _inputs: object, output: object) -> object:
         if not isinstance(output, torch.Tensor):
             return None
+        if not output.requires_grad:  # a frozen layer on the raw input: differentiate from here
+            output = output.detach().requires_grad_(True)
         captured.append(output)
         return output.clone()  # a later in-place op (ReLU) must not change what we read
 
@@ -270,7 +272,9 @@ def grad_cam(
                 f"layer: expected an output N x C x h x w, got shape {tuple(activation.shape)}"
             )
         scores = _target_scores(outputs, target, inputs.shape[0])
-        (gradient,) = torch.autograd.grad(scores.sum(), activation)
+        (gradient,) = torch.autograd.grad(scores.sum(), activation, allow_unused=True)
+        if gradient is None:  # the layer does not reach the scores
+            gradient = torch.zeros_like(activation)
     weights = gradient.mean(dim=(2, 3), keepdim=True)
     layer_map = (weights * activation.detach()).sum(dim=1, keepdim=True)
     if relu:

@@ -1,0 +1,97 @@
+"""Run by test_ddp.py: two CPU processes (gloo) with every callback; rank 0 prints a summary.
+
+Rank r gets samples r, r + 2, ... (Lightning's DistributedSampler without shuffling). Even
+samples are negative images, odd ones positive, and the ``sign`` branch is a ReLU of the pixel
+sum: dead on rank 0's data, alive on rank 1's, so it is not dead once counts are reduced, and
+its strongest images all live on rank 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from helpers import TinyCNN
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_convviz as convviz
+from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
+
+
+class SignNet(TinyCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sign = nn.Conv2d(3, 1, 1)
+        self.sign_relu = nn.ReLU()
+        with torch.no_grad():
+            self.sign.weight.fill_(1.0)
+            self.sign.bias.zero_()
+        self.sign.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 0 * self.sign_relu(self.sign(x)).mean()
+
+
+def data(count: int = 32) -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(count, 3, 16, 16, generator=generator) + 0.1
+    images[0::2] *= -1  # even samples (rank 0) negative, odd ones (rank 1) positive
+    return TensorDataset(images, torch.arange(count) % 2)
+
+
+def main(out: str, devices: int) -> None:
+    warnings.filterwarnings("ignore")
+    pl.seed_everything(0, verbose=False)
+    monitors: dict[str, Any] = {
+        "stats": convviz.ActivationStatsMonitor(layers=["relu1", "sign_relu"], every_n_steps=1),
+        "maps": convviz.ActivationMapMonitor(),
+        "filters": convviz.FilterMonitor(),
+        "saliency": convviz.SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=2),
+        "occlusion": convviz.OcclusionMonitor(num_probe_images=2),
+        "top": convviz.MaxActivationMonitor(layers=["sign"], channels=[0], k=6),
+        "embedding": convviz.EmbeddingMonitor(max_samples=16, n_jobs=1),
+        "inversion": convviz.InversionMonitor(steps=3, every_n_epochs=1, num_probe_images=2),
+        "adversarial": convviz.AdversarialMonitor(num_probe_images=2),
+        "class_model": convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
+        "performance": convviz.AttributePerformanceMonitor(),
+        "doctor": convviz.LearningRateDoctor(every_n_steps=1),
+    }
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        log_every_n_steps=1,
+        logger=TensorBoardLogger(out, name="run", version=0),
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(monitors.values()),
+    )
+    start = time.perf_counter()
+    trainer.fit(SignNet(), DataLoader(data(), batch_size=4), DataLoader(data(), batch_size=4))
+    seconds = time.perf_counter() - start
+    if trainer.global_rank == 0:
+        top = monitors["top"]._states["sign"]
+        summary = {
+            "seconds": seconds,
+            "world_size": trainer.world_size,
+            "top_ids": top.ids[0].tolist(),
+            "embedded": monitors["embedding"].embedded_samples,
+            "verdict": monitors["doctor"].verdict,
+        }
+        Path(out, "summary.json").write_text(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

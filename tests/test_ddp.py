@@ -1,0 +1,48 @@
+"""Every callback under DDP: two CPU processes (gloo) run tests/ddp_script.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import read_events
+
+SCRIPT = Path(__file__).with_name("ddp_script.py")
+
+
+def run_script(out: Path, devices: int) -> dict[str, object]:
+    environment = {**os.environ, "PYTHONPATH": str(SCRIPT.parent)}
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), str(devices)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary: dict[str, object] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP on CPU is tested on Linux")
+def test_two_processes_with_every_callback_finish_and_share_their_statistics(
+    tmp_path: Path,
+) -> None:
+    summary = run_script(tmp_path, devices=2)
+    assert summary["world_size"] == 2
+    # the sign channel fires on rank 1's (odd) images only: rank 0 gets them through the merge
+    ids = summary["top_ids"]
+    assert isinstance(ids, list) and len(ids) == len(set(ids)) == 6
+    assert all(i % 2 == 1 for i in ids) and max(ids) < 16
+    assert summary["embedded"] == [16, 16]  # 8 codes from each rank, twice
+    log_dir = tmp_path / "run/version_0"
+    assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1  # one process writes
+    events = read_events(log_dir)
+    # the sign channel is dead on rank 0's negative images and alive on rank 1's positive ones
+    assert {e.value for e in events.Scalars("activation_stats/dead_fraction/sign_relu")} == {0.0}
+    for tag in ("max_activation/sign", "embedding/scatter", "attribution/grad_cam"):
+        assert tag in events.Tags()["images"], tag
