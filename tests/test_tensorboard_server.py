@@ -1,0 +1,92 @@
+"""A real TensorBoard server reads our logs and lists the documented tags."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from helpers import fit
+
+from lightning_convviz import (
+    ActivationStatsMonitor,
+    FilterMonitor,
+    LearningRateDoctor,
+    OcclusionMonitor,
+    SaliencyMonitor,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_serves_every_documented_tag(tmp_path: Path) -> None:
+    callbacks = [
+        ActivationStatsMonitor(layers="relu2", every_n_steps=1),
+        FilterMonitor(layers="conv1"),
+        SaliencyMonitor(methods=("saliency", "grad_cam"), num_probe_images=2),
+        OcclusionMonitor(num_probe_images=2),
+        LearningRateDoctor(every_n_steps=1),
+    ]
+    fit(tmp_path, callbacks)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/data/plugin"
+        deadline = time.monotonic() + 90
+        scalars: object = None
+        while time.monotonic() < deadline:
+            try:
+                scalars = get(f"{base}/scalars/tags")
+                if scalars:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert isinstance(scalars, dict), "TensorBoard did not answer"
+        images = get(f"{base}/images/tags")
+        assert isinstance(images, dict)
+        run = "run/version_0"
+        assert {
+            "activation_stats/sparsity/relu2",
+            "activation_stats/dead_fraction/relu2",
+            "filters/noise_score/conv1",
+            "lr_doctor/verdict",
+            "lr_doctor/update_ratio/conv1",
+        } <= set(scalars[run])
+        assert {
+            "activation_stats/channels/relu2",
+            "filters/conv1",
+            "attribution/saliency",
+            "attribution/grad_cam",
+            "occlusion/probability_drop",
+        } <= set(images[run])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
