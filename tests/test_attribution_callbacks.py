@@ -121,9 +121,12 @@ def test_bad_arguments_name_the_argument(factory: Any, argument: str) -> None:
         factory()
 
 
-def test_window_larger_than_the_probe_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"^window: \(20, 20\) is larger than the image"):
-        fit(tmp_path, [OcclusionMonitor(window=20, stride=4)])
+def test_window_larger_than_the_probe_is_a_clear_warning_and_training_goes_on(
+    tmp_path: Path,
+) -> None:
+    with pytest.warns(RuntimeWarning, match=r"window: \(20, 20\) is larger than the image"):
+        trainer, _ = fit(tmp_path, [OcclusionMonitor(window=20, stride=4)])
+    assert trainer.state.finished
 
 
 class ExplainsWhileValidating(TinyCNN):

@@ -294,3 +294,28 @@ def test_scalars_reach_every_logger_and_respect_the_tensorboard_prefix(tmp_path:
     assert "p-activation_stats/sparsity/relu1" in tags
     header = (tmp_path / "csv/version_0/metrics.csv").read_text().splitlines()[0]
     assert "activation_stats/dead_fraction/relu2" in header.split(",")
+
+
+def test_a_failing_diagnostic_warns_once_releases_its_hooks_and_training_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_convviz.callbacks.activation_stats as stats
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("counting exploded")
+
+    monkeypatch.setattr(stats, "channel_positive_counts", broken)
+    model = TinyCNN()
+    with pytest.warns(RuntimeWarning) as caught:
+        trainer, _ = _fit(tmp_path, [ActivationStatsMonitor(every_n_steps=1)], model, max_epochs=2)
+    failures = [str(w.message) for w in caught if "ActivationStatsMonitor failed" in str(w.message)]
+    assert len(failures) == 1 and "counting exploded" in failures[0]
+    assert trainer.state.finished and trainer.global_step == 4
+    assert hook_count(model) == 0
+
+
+def test_a_user_exception_flushes_what_was_logged(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="user model exploded"):
+        _fit(tmp_path, [ActivationStatsMonitor(every_n_steps=1)], Exploding())
+    events = read_events(tmp_path / LOG)
+    assert events.Scalars("activation_stats/sparsity/relu1")  # written before the crash

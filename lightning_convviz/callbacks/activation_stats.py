@@ -144,7 +144,7 @@ class ActivationStatsMonitor(ConvVizCallback):
     ) -> None:
         if self._enabled:
             self._hooks.close()
-            self._hooks.enter_context(hook_outputs(self._layers, self._accumulate))
+            self._hooks.enter_context(hook_outputs(self._layers, self._safe(self._accumulate)))
 
     def on_train_batch_end(
         self,

@@ -117,7 +117,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
             if isinstance(output, torch.Tensor) and output.ndim == 2:
                 self._outputs = output.detach()
 
-        self._handle = pl_module.register_forward_hook(keep)
+        self._handle = pl_module.register_forward_hook(self._safe(keep))
 
     def on_validation_batch_end(
         self,

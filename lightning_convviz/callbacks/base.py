@@ -6,11 +6,16 @@ Rules kept here so that no callback can break them:
 * ``fast_dev_run`` (whose logger is a dummy) leaves them idle too, without an error.
 * Scalars go to every logger of the Trainer, images and histograms to its TensorBoard logger,
   and both only from global rank zero. No collective is called from one rank alone.
+* A diagnostic that fails during training (any exception but a configuration error) is
+  reported once as a warning and switches its callback off; the user's training goes on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import functools
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -87,15 +92,89 @@ def clone_for_autograd(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().clone()
 
 
+#: Training-time hooks whose failures become a warning instead of ending the run.
+GUARDED_HOOKS = (
+    "on_train_start",
+    "on_train_batch_start",
+    "on_before_optimizer_step",
+    "on_train_batch_end",
+    "on_train_epoch_end",
+    "on_validation_epoch_start",
+    "on_validation_batch_end",
+    "on_validation_epoch_end",
+    "on_train_end",
+)
+
+
+def _guarded(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(hook)
+    def run(self: ConvVizCallback, trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
+        if not self._enabled and name != "on_train_end":
+            return None
+        pl_module = args[0] if args else None
+        try:
+            return hook(self, trainer, *args, **kwargs)
+        except MisconfigurationException:
+            raise  # a configuration error found late (no images in the batch): stop, clearly
+        except Exception as error:
+            self._switch_off(trainer, pl_module, name, error)
+            return None
+        finally:
+            failure, self._forward_failure = self._forward_failure, None
+            if failure is not None and self._enabled:
+                self._switch_off(trainer, pl_module, "a forward hook", failure)
+
+    return run
+
+
 class ConvVizCallback(Callback):
     """Base class: idle outside ``fit`` and under ``fast_dev_run``; finds the TensorBoard logger.
 
     Subclasses set ``section`` (the tag prefix that groups their output in TensorBoard) and
     implement :meth:`_setup_model` to resolve their layers, raising ``MisconfigurationException``
-    for a model they cannot serve.
+    for a model they cannot serve. Their training-time hooks (:data:`GUARDED_HOOKS`) are
+    wrapped: an exception inside one is reported once as a warning, the callback releases its
+    hooks and stays off for the rest of the run, and training goes on.
     """
 
     section: str = "convviz"
+    _forward_failure: BaseException | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in GUARDED_HOOKS:
+            if name in cls.__dict__:
+                setattr(cls, name, _guarded(name, cls.__dict__[name]))
+
+    def _safe(self, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a forward-hook callback: an exception inside it is kept, not raised into the
+        user's forward pass, and switches the callback off at its next training hook."""
+
+        @functools.wraps(callback)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if self._forward_failure is not None or not self._enabled:
+                return None
+            try:
+                return callback(*args, **kwargs)
+            except Exception as error:
+                self._forward_failure = error
+                return None
+
+        return run
+
+    def _switch_off(
+        self, trainer: Trainer, pl_module: Any, hook: str, error: BaseException
+    ) -> None:
+        self._enabled = False
+        warnings.warn(
+            f"{type(self).__name__} failed in {hook} on rank {trainer.global_rank} and is off "
+            f"for the rest of this run; training goes on. {type(error).__name__}: {error}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        if isinstance(pl_module, LightningModule):
+            with contextlib.suppress(Exception):  # best effort while already failing
+                self.teardown(trainer, pl_module, "fit")  # releases any hooks it holds
 
     def __init__(self) -> None:
         self._enabled = False

@@ -206,14 +206,14 @@ class EmbeddingMonitor(ConvVizCallback):
                 if inputs and isinstance(inputs[0], torch.Tensor):
                     self._latest = inputs[0].detach().flatten(1)
 
-            self._handle = self._module.register_forward_pre_hook(keep_input)
+            self._handle = self._module.register_forward_pre_hook(self._safe(keep_input))
         else:
 
             def keep_output(_module: nn.Module, _inputs: object, output: object) -> None:
                 if isinstance(output, torch.Tensor):
                     self._latest = output.detach().flatten(1)
 
-            self._handle = self._module.register_forward_hook(keep_output)
+            self._handle = self._module.register_forward_hook(self._safe(keep_output))
 
     def on_validation_batch_end(
         self,

@@ -197,7 +197,7 @@ class LearningRateDoctor(ConvVizCallback):
                 counts = channel_positive_counts(output.detach())
                 self._counts[name] = self._counts.get(name, torch.zeros_like(counts)) + counts
 
-        self._hooks = hook_outputs(self._activations, count)
+        self._hooks = hook_outputs(self._activations, self._safe(count))
         self._hooks.__enter__()
 
     def on_before_optimizer_step(

@@ -156,7 +156,7 @@ class MaxActivationMonitor(ConvVizCallback):
             if output.ndim == 4:
                 self._maxima[name] = output.detach()[:, self._channels[name].to(output.device)]
 
-        self._hooks = hook_outputs(self._layers, measure)
+        self._hooks = hook_outputs(self._layers, self._safe(measure))
         self._hooks.__enter__()
 
     def on_validation_batch_end(
