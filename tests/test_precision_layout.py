@@ -1,0 +1,61 @@
+"""Every callback under bf16-mixed precision and with channels_last inputs (CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from helpers import TinyCNN, hook_count, make_trainer, read_events
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_convviz as convviz
+from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
+
+
+def every_callback() -> list[Any]:
+    return [
+        convviz.ActivationStatsMonitor(every_n_steps=1),
+        convviz.ActivationMapMonitor(),
+        convviz.FilterMonitor(),
+        convviz.SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=2),
+        convviz.OcclusionMonitor(num_probe_images=2),
+        convviz.MaxActivationMonitor(layers=["conv1", "conv2"], k=2),
+        convviz.EmbeddingMonitor(max_samples=16, n_jobs=1),
+        convviz.InversionMonitor(steps=3, every_n_epochs=1, num_probe_images=2),
+        convviz.AdversarialMonitor(num_probe_images=2),
+        convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
+        convviz.AttributePerformanceMonitor(),
+        convviz.LearningRateDoctor(every_n_steps=1),
+    ]
+
+
+def channels_last_data(seed: int) -> DataLoader[Any]:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(16, 3, 16, 16, generator=generator)
+    images = images.contiguous(memory_format=torch.channels_last)
+    return DataLoader(TensorDataset(images, (images[:, 0].mean((1, 2)) > 0).long()), batch_size=8)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_every_callback_with_channels_last_inputs(tmp_path: Path, precision: str) -> None:
+    model = TinyCNN().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    with pytest.warns() as caught:
+        trainer = make_trainer(
+            tmp_path, every_callback(), precision=precision, max_epochs=2, limit_val_batches=2
+        )
+        trainer.fit(model, channels_last_data(0), channels_last_data(1))
+    failures = [str(w.message) for w in caught if "failed in" in str(w.message)]
+    assert failures == []  # no diagnostic switched itself off
+    assert hook_count(model) == 0
+    images = read_events(tmp_path / "run/version_0").Tags()["images"]
+    for tag in (
+        "attribution/guided_backprop",
+        "occlusion/probability_drop",
+        "embedding/grid",
+        "inversion/reconstructions",
+        "class_model/images",
+        "max_activation/conv2",
+    ):
+        assert tag in images, tag
