@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from torch import nn
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import (
-    ConvVizCallback,
-    check_layers_argument,
-    check_positive_int,
-)
-from lightning_convviz.callbacks.probe import ProbeSet, check_probe_images
+from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.explainer import ProbeCallback
 from lightning_convviz.functional.capture import LayerSpec, capture_activations
 from lightning_convviz.functional.guard import preserved_state
 
 __all__ = ["ActivationMapMonitor"]
 
 
-class ActivationMapMonitor(ConvVizCallback):
+class ActivationMapMonitor(ProbeCallback):
     """Log, per layer, a grid with every channel's activation map for fixed probe images.
 
     The probe images are the first ``num_probe_images`` images of the first validation batch
@@ -70,20 +64,12 @@ class ActivationMapMonitor(ConvVizCallback):
         max_channels: int = 64,
         tile_side: int = 24,
     ) -> None:
-        super().__init__()
+        super().__init__(probe_images, None, num_probe_images, every_n_epochs, "true", tile_side)
         check_layers_argument(layers)
-        check_probe_images(probe_images)
-        check_positive_int("num_probe_images", num_probe_images)
-        check_positive_int("every_n_epochs", every_n_epochs)
         check_positive_int("max_channels", max_channels)
-        check_positive_int("tile_side", tile_side)
         self.layers = layers
-        self.num_probe_images = num_probe_images
-        self.every_n_epochs = every_n_epochs
         self.max_channels = max_channels
-        self.tile_side = tile_side
         self._layers: dict[str, nn.Module] = {}
-        self._probe = ProbeSet(type(self).__name__, num_probe_images, probe_images)
 
     @property
     def state_key(self) -> str:
@@ -92,42 +78,14 @@ class ActivationMapMonitor(ConvVizCallback):
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._layers = self._resolve(pl_module, self.layers)
 
-    # -- probe selection -----------------------------------------------------------------------
-
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._enabled:
-            self._probe.offer_validation_batch(batch, batch_idx, dataloader_idx)
-
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self._enabled:
-            self._probe.offer_training_batch(batch)
-
-    # -- drawing -------------------------------------------------------------------------------
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
-            self._draw(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._enabled and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._draw(trainer, pl_module)
+    # -- drawing (at the start of training and every ``every_n_epochs``, see ProbeCallback) ----
 
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         writer = self._writer(trainer)
-        probe_set = self._probe.get()
+        probe_set = self._probe_on_device(trainer, pl_module)
         if writer is None or probe_set is None:
             return
-        probe = probe_set[0].to(pl_module.device)
+        probe = probe_set[0]
         with (
             preserved_state(pl_module),
             torch.no_grad(),
@@ -151,11 +109,3 @@ class ActivationMapMonitor(ConvVizCallback):
                 trainer.global_step,
                 dataformats="HWC",
             )
-
-    # -- checkpointing -------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._probe.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._probe.load_state_dict(state_dict)

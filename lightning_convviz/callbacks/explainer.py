@@ -1,9 +1,12 @@
-"""Shared machinery of the callbacks that explain the model's decision on fixed probe images.
+"""Shared machinery of the callbacks that work on fixed probe images.
 
-Each subclass turns (model, images, targets) into heat maps in ``[0, 1]``; this base class picks
-the probe, keeps the cadence (start of training, then every ``every_n_epochs`` epochs), predicts,
-writes captions (true class, predicted class and its probability) and logs one labelled grid
-per map kind, so consecutive steps form a time-lapse in TensorBoard's image slider.
+:class:`ProbeCallback` picks the probe (the first validation images with their labels, a user
+tensor, or the first training batch), keeps the cadence (start of training, then every
+``every_n_epochs`` epochs) and predicts with captions; activation maps, inversion, adversarial
+examples and class models build on it. :class:`ProbeExplainer` adds the heat-map grids of the
+attribution callbacks: each subclass turns (model, images, targets) into maps in ``[0, 1]``,
+logged as one labelled grid per map kind, so consecutive steps form a time-lapse in
+TensorBoard's image slider.
 """
 
 from __future__ import annotations
