@@ -59,3 +59,17 @@ def test_every_callback_with_channels_last_inputs(tmp_path: Path, precision: str
         "max_activation/conv2",
     ):
         assert tag in images, tag
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_every_callback_with_1_3_and_4_channel_images(tmp_path: Path, channels: int) -> None:
+    from helpers import loaders
+
+    model = TinyCNN(in_channels=channels)
+    train, val = loaders(channels=channels)
+    with pytest.warns() as caught:
+        trainer = make_trainer(tmp_path, every_callback(), max_epochs=1, limit_val_batches=2)
+        trainer.fit(model, train, val)
+    assert [str(w.message) for w in caught if "failed in" in str(w.message)] == []
+    images = read_events(tmp_path / "run/version_0").Tags()["images"]
+    assert {"filters/conv1", "attribution/saliency", "embedding/grid"} <= set(images)
