@@ -16,7 +16,7 @@ __all__ = ["OcclusionMonitor", "Size"]
 
 #: A window or stride: a fraction of the image side (float in (0, 1]), pixels (int >= 1), or a
 #: pair ``(h, w)`` of either.
-Size = float | int | Sequence[float | int]
+Size = int | float | Sequence[int | float]
 
 
 class OcclusionMonitor(ProbeExplainer):
