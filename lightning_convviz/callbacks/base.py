@@ -2,6 +2,8 @@
 
 Rules kept here so that no callback can break them:
 
+* The callbacks work with ``pytorch_lightning`` and with ``lightning.pytorch`` (the Trainer
+  only calls their hooks; loggers are recognised from either namespace).
 * Only ``fit`` is observed; ``validate``, ``test`` and ``predict`` leave the callbacks idle.
 * ``fast_dev_run`` (whose logger is a dummy) leaves them idle too, without an error.
 * Scalars go to every logger of the Trainer, images and histograms to its TensorBoard logger,
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -172,9 +175,9 @@ class ConvVizCallback(Callback):
             RuntimeWarning,
             stacklevel=2,
         )
-        if isinstance(pl_module, LightningModule):
+        if isinstance(pl_module, nn.Module):
             with contextlib.suppress(Exception):  # best effort while already failing
-                self.teardown(trainer, pl_module, "fit")  # releases any hooks it holds
+                self.teardown(trainer, cast(LightningModule, pl_module), "fit")  # frees hooks
 
     def __init__(self) -> None:
         self._enabled = False
@@ -237,7 +240,7 @@ class ConvVizCallback(Callback):
         if not trainer.is_global_zero or not metrics:
             return
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
+            if is_tensorboard_logger(logger):
                 write_scalars(logger, metrics, step)
             else:
                 logger.log_metrics(metrics, step=step)
@@ -259,9 +262,18 @@ def write_scalars(logger: TensorBoardLogger, metrics: dict[str, float], step: in
     logger.experiment._get_file_writer().add_summary(summary, step)
 
 
+def is_tensorboard_logger(logger: object) -> TypeGuard[TensorBoardLogger]:
+    """Whether ``logger`` is Lightning's TensorBoardLogger, from ``pytorch_lightning`` or from
+    ``lightning.pytorch`` (the latter checked only when the program imported it)."""
+    if isinstance(logger, TensorBoardLogger):
+        return True
+    unified = sys.modules.get("lightning.pytorch.loggers")
+    return unified is not None and isinstance(logger, unified.TensorBoardLogger)
+
+
 def _find_tensorboard_logger(trainer: Trainer, callback: str) -> TensorBoardLogger:
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
+        if is_tensorboard_logger(logger):
             return logger
     found = ", ".join(type(logger).__name__ for logger in trainer.loggers) or "no logger"
     raise MisconfigurationException(
