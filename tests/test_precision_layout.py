@@ -73,3 +73,17 @@ def test_every_callback_with_1_3_and_4_channel_images(tmp_path: Path, channels: 
     assert [str(w.message) for w in caught if "failed in" in str(w.message)] == []
     images = read_events(tmp_path / "run/version_0").Tags()["images"]
     assert {"filters/conv1", "attribution/saliency", "embedding/grid"} <= set(images)
+
+
+def test_every_callback_with_a_compiled_model(tmp_path: Path) -> None:
+    """Diagnostics run the original forward (no recompilation from probes); training runs the
+    compiled one."""
+    model = TinyCNN()
+    compiled = torch.compile(model)
+    with pytest.warns() as caught:
+        trainer = make_trainer(tmp_path, every_callback(), max_epochs=1, limit_val_batches=2)
+        trainer.fit(compiled, channels_last_data(0), channels_last_data(1))  # type: ignore[arg-type]
+    assert [str(w.message) for w in caught if "failed in" in str(w.message)] == []
+    assert hook_count(model) == 0
+    images = read_events(tmp_path / "run/version_0").Tags()["images"]
+    assert {"inversion/reconstructions", "attribution/guided_backprop"} <= set(images)

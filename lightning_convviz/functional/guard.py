@@ -5,8 +5,9 @@ Pure torch: no Lightning, no logging.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,11 +55,14 @@ def preserved_state(
         (param, None if param.grad is None else param.grad.detach().clone())
         for param in model.parameters()
     ]
+    compiled_forward = _use_original_forward(model)
     try:
         if eval_mode:
             model.eval()
         yield model
     finally:
+        if compiled_forward is not None:
+            model.forward = compiled_forward
         for module, flag in training_flags:
             module.training = flag
         for tensor, flag in requires_grad:
@@ -74,6 +78,17 @@ def preserved_state(
                 param.grad = grad
             else:
                 param.grad.copy_(grad)  # keeps the tensor object the optimizer may hold
+
+
+def _use_original_forward(model: nn.Module) -> Callable[..., Any] | None:
+    """Swap a Lightning-compiled ``forward`` for the original; return the compiled one."""
+    context = getattr(model, "_compiler_ctx", None)
+    original = context.get("original_forward") if isinstance(context, dict) else None
+    compiled: Callable[..., Any] | None = model.__dict__.get("forward")
+    if original is None or compiled is None:
+        return None
+    model.forward = original
+    return compiled
 
 
 @contextmanager

@@ -26,6 +26,7 @@ Pure torch: no Lightning, no logging.
 from __future__ import annotations
 
 import operator
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,7 @@ class IncrementalForward:
         if any(_hooked(module) for module in model.modules()):
             return None
         try:
-            return cls(fx.symbolic_trace(model), images)
+            return cls(_traced(model), images)
         except Exception:  # any tracing failure: evaluate the ordinary way
             return None
 
@@ -271,6 +272,23 @@ class IncrementalForward:
                 value = getattr(value, part)
             return value
         raise RuntimeError(f"unexpected node {node.op}")
+
+
+#: One trace per model: every trace makes a new GraphModule class and caches its generated code,
+#: so tracing at each call (every epoch of OcclusionMonitor) would grow memory without bound.
+_TRACES: weakref.WeakKeyDictionary[nn.Module, fx.GraphModule] = weakref.WeakKeyDictionary()
+
+
+def _traced(model: nn.Module) -> fx.GraphModule:
+    """``fx.symbolic_trace(model)``, reused while the model's submodules are the same objects."""
+    cached = _TRACES.get(model)
+    if cached is not None:
+        current = dict(model.named_modules())
+        if all(current.get(name) is module for name, module in cached.named_modules() if name):
+            return cached
+    traced = fx.symbolic_trace(model)
+    _TRACES[model] = traced
+    return traced
 
 
 def _fold_batch_norms(
