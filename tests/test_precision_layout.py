@@ -86,4 +86,9 @@ def test_every_callback_with_a_compiled_model(tmp_path: Path) -> None:
     assert [str(w.message) for w in caught if "failed in" in str(w.message)] == []
     assert hook_count(model) == 0
     images = read_events(tmp_path / "run/version_0").Tags()["images"]
-    assert {"inversion/reconstructions", "attribution/guided_backprop"} <= set(images)
+    assert {"inversion/reconstructions", "attribution/guided_backprop", "embedding/grid"} <= set(
+        images
+    )
+    # validation-time hooks see the (eager) forward: every top-k slot is filled
+    top = next(c for c in trainer.callbacks if isinstance(c, convviz.MaxActivationMonitor))
+    assert (top._states["conv2"].ids >= 0).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -31,6 +32,7 @@ from lightning_convviz.functional.embedding import (
     knn_accuracy,
     trustworthiness,
 )
+from lightning_convviz.functional.guard import eager_forward
 
 __all__ = ["EmbeddingMonitor"]
 
@@ -154,6 +156,7 @@ class EmbeddingMonitor(ConvVizCallback):
         self.wait_timeout = float(wait_timeout)
         self._module: nn.Module | None = None
         self._handle: RemovableHandle | None = None
+        self._eager: contextlib.AbstractContextManager[Any] | None = None
         self._latest: torch.Tensor | None = None
         self._collected: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -200,6 +203,8 @@ class EmbeddingMonitor(ConvVizCallback):
             return
         self._collected = []
         self._latest = None
+        self._eager = eager_forward(pl_module)  # compiled models: the hook must run
+        self._eager.__enter__()
         if self.layer is None:
 
             def keep_input(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -375,6 +380,9 @@ class EmbeddingMonitor(ConvVizCallback):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        if self._eager is not None:
+            self._eager.__exit__(None, None, None)
+            self._eager = None
         self._latest = None
 
     def on_exception(

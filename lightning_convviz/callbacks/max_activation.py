@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from lightning_convviz.callbacks.base import (
     inputs_from_batch,
 )
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, hook_outputs
+from lightning_convviz.functional.guard import eager_forward
 from lightning_convviz.functional.receptive_field import (
     ReceptiveField,
     crop_receptive_field,
@@ -156,8 +158,9 @@ class MaxActivationMonitor(ConvVizCallback):
             if output.ndim == 4:
                 self._maxima[name] = output.detach()[:, self._channels[name].to(output.device)]
 
-        self._hooks = hook_outputs(self._layers, self._safe(measure))
-        self._hooks.__enter__()
+        self._hooks = contextlib.ExitStack()
+        self._hooks.enter_context(eager_forward(pl_module))  # compiled models: hooks must run
+        self._hooks.enter_context(hook_outputs(self._layers, self._safe(measure)))
 
     def on_validation_batch_end(
         self,

@@ -44,7 +44,7 @@ from lightning_convviz.functional.capture import (
     resolve_single_layer,
 )
 from lightning_convviz.functional.filters import filter_noise_score, relative_change
-from lightning_convviz.functional.guard import grad_enabled, preserved_state
+from lightning_convviz.functional.guard import eager_forward, grad_enabled, preserved_state
 from lightning_convviz.functional.inversion import Inversion, class_model, invert, total_variation
 from lightning_convviz.functional.occlusion import (
     OcclusionScores,
@@ -93,6 +93,7 @@ __all__ = [
     "dead_fraction",
     "deconvnet",
     "default_activation_layers",
+    "eager_forward",
     "fgsm",
     "filter_noise_score",
     "fooling_image",

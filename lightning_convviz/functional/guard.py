@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["grad_enabled", "preserved_state"]
+__all__ = ["eager_forward", "grad_enabled", "preserved_state"]
 
 
 @contextmanager
@@ -78,6 +78,22 @@ def preserved_state(
                 param.grad = grad
             else:
                 param.grad.copy_(grad)  # keeps the tensor object the optimizer may hold
+
+
+@contextmanager
+def eager_forward(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, a LightningModule compiled by Lightning runs its original forward.
+
+    ``torch.compile`` does not watch forward hooks added after compilation (Dynamo skips hook
+    guards by default), so hooks that must see a forward pass need the eager forward. Other
+    models are left as they are.
+    """
+    compiled = _use_original_forward(model)
+    try:
+        yield model
+    finally:
+        if compiled is not None:
+            model.forward = compiled
 
 
 def _use_original_forward(model: nn.Module) -> Callable[..., Any] | None:
