@@ -35,6 +35,7 @@ benchmark: install
 	$(PY) benchmarks/activation_stats_overhead.py
 	$(PY) benchmarks/attribution_vs_captum.py
 	$(PY) benchmarks/tsne_embedding.py
+	$(PY) benchmarks/memory_growth.py
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache .mypy_cache .ruff_cache
