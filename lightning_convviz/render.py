@@ -251,10 +251,7 @@ def thumbnails(images: torch.Tensor, side: int) -> torch.Tensor:
     images = images.detach().float()
     if images.shape[1] != 3:
         images = images[:, :1]
-    flat = images.flatten(1)
-    low = flat.min(dim=1).values[:, None, None, None]
-    span = (flat.max(dim=1).values[:, None, None, None] - low).clamp_min(1e-12)
-    shown = ((images - low) / span).expand(-1, 3, -1, -1)
+    shown = normalize_per_tile(images).expand(-1, 3, -1, -1)
     mode = "area" if min(images.shape[2:]) >= side else "bilinear"
     resized: torch.Tensor = F.interpolate(shown, size=(side, side), mode=mode)
     return resized.clamp(0, 1)

@@ -164,12 +164,7 @@ class ActivationStatsMonitor(ConvVizCallback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.close()
 
-    def on_exception(
-        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
-    ) -> None:
-        self._hooks.close()
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+    def _release_hooks(self) -> None:
         self._hooks.close()
 
     # -- judging and logging -------------------------------------------------------------------

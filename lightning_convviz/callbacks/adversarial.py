@@ -8,7 +8,7 @@ from pytorch_lightning import LightningModule, Trainer
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import check_positive_int
 from lightning_convviz.callbacks.explainer import ExplainTarget, ProbeCallback, caption
-from lightning_convviz.functional.adversarial import fgsm, min_fooling_epsilon
+from lightning_convviz.functional.adversarial import fgsm_direction, min_fooling_epsilon
 
 __all__ = ["AdversarialMonitor"]
 
@@ -84,12 +84,16 @@ class AdversarialMonitor(ProbeCallback):
             labels if self.target == "true" and labels is not None else probabilities.argmax(1)
         )
         value_range = float(images.max() - images.min()) or 1.0
+        direction = fgsm_direction(pl_module, images, targets.to(images.device))
         epsilon = min_fooling_epsilon(
-            pl_module, images, targets.to(images.device), self.max_epsilon * value_range
+            pl_module,
+            images,
+            targets.to(images.device),
+            self.max_epsilon * value_range,
+            direction=direction,
         )
         finite = torch.isfinite(epsilon)
         step = torch.where(finite, epsilon, torch.zeros_like(epsilon)).view(-1, 1, 1, 1)
-        direction = fgsm(pl_module, images, targets.to(images.device), epsilon=1.0) - images
         adversarial = images + step * direction
         adversarial_probabilities, _ = self._predict(pl_module, adversarial, None)
         tiles, texts = [], []

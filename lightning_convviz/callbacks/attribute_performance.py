@@ -154,7 +154,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._handle is None:
             return
-        self._remove_hook()
+        self._release_hooks()
         if not self._records:
             return
         joined = {key: torch.cat([r[key] for r in self._records]) for key in self._records[0]}
@@ -182,16 +182,8 @@ class AttributePerformanceMonitor(ConvVizCallback):
             metrics[self._tag(name, "worst_bin_accuracy")] = float(result.accuracy.min())
         self._log_scalars(trainer, metrics, trainer.global_step)
 
-    def _remove_hook(self) -> None:
+    def _release_hooks(self) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
         self._outputs = None
-
-    def on_exception(
-        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
-    ) -> None:
-        self._remove_hook()
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._remove_hook()

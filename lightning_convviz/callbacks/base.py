@@ -19,7 +19,7 @@ import functools
 import sys
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard, cast
+from typing import Any, TypeGuard
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -175,9 +175,21 @@ class ConvVizCallback(Callback):
             RuntimeWarning,
             stacklevel=2,
         )
-        if isinstance(pl_module, nn.Module):
-            with contextlib.suppress(Exception):  # best effort while already failing
-                self.teardown(trainer, cast(LightningModule, pl_module), "fit")  # frees hooks
+        with contextlib.suppress(Exception):  # best effort while already failing
+            self._release_hooks()
+
+    # -- hooks on the model ----------------------------------------------------------------------
+
+    def _release_hooks(self) -> None:
+        """Remove every hook this callback holds on the model (subclasses that place hooks)."""
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        self._release_hooks()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._release_hooks()
 
     def __init__(self) -> None:
         self._enabled = False

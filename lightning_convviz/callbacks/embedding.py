@@ -248,7 +248,7 @@ class EmbeddingMonitor(ConvVizCallback):
         if self._handle is None:
             return
         start = time.perf_counter()
-        self._remove_hook()
+        self._release_hooks()
         gathered = self._gather(trainer)
         if gathered is not None and trainer.is_global_zero:
             codes, labels, pictures = gathered
@@ -376,7 +376,7 @@ class EmbeddingMonitor(ConvVizCallback):
 
     # -- cleanup -------------------------------------------------------------------------------
 
-    def _remove_hook(self) -> None:
+    def _release_hooks(self) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
@@ -385,13 +385,8 @@ class EmbeddingMonitor(ConvVizCallback):
             self._eager = None
         self._latest = None
 
-    def on_exception(
-        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
-    ) -> None:
-        self._remove_hook()
-
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._remove_hook()
+        super().teardown(trainer, pl_module, stage)
         self._collected = []
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)

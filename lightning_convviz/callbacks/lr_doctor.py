@@ -214,7 +214,7 @@ class LearningRateDoctor(ConvVizCallback):
     ) -> None:
         if not self._enabled:
             return
-        self._close_hooks()
+        self._release_hooks()
         self._track_loss(trainer, outputs)
         if not self._before:
             return
@@ -413,18 +413,10 @@ class LearningRateDoctor(ConvVizCallback):
 
     # -- cleanup and state -----------------------------------------------------------------------
 
-    def _close_hooks(self) -> None:
+    def _release_hooks(self) -> None:
         if self._hooks is not None:
             self._hooks.__exit__(None, None, None)
             self._hooks = None
-
-    def on_exception(
-        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
-    ) -> None:
-        self._close_hooks()
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._close_hooks()
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -219,7 +219,7 @@ class MaxActivationMonitor(ConvVizCallback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._hooks is None:
             return
-        self._close_hooks()
+        self._release_hooks()
         if trainer.world_size > 1:  # every rank takes part in the gathers
             self._states, self._crops = self._merge_ranks(trainer, self._states, self._crops)
         writer = self._writer(trainer)
@@ -268,16 +268,8 @@ class MaxActivationMonitor(ConvVizCallback):
 
     # -- cleanup -------------------------------------------------------------------------------
 
-    def _close_hooks(self) -> None:
+    def _release_hooks(self) -> None:
         if self._hooks is not None:
             self._hooks.__exit__(None, None, None)
             self._hooks = None
         self._maxima.clear()
-
-    def on_exception(
-        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
-    ) -> None:
-        self._close_hooks()
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._close_hooks()

@@ -13,6 +13,7 @@ from lightning_convviz.functional.activity import (
 from lightning_convviz.functional.adversarial import (
     FoolingResult,
     fgsm,
+    fgsm_direction,
     fooling_image,
     min_fooling_epsilon,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "default_activation_layers",
     "eager_forward",
     "fgsm",
+    "fgsm_direction",
     "filter_noise_score",
     "fooling_image",
     "foreground_fraction",

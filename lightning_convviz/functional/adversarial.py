@@ -13,10 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_convviz.functional.arguments import Target, check_images, target_indices
+from lightning_convviz.functional.arguments import (
+    Target,
+    check_class_scores,
+    check_images,
+    target_indices,
+)
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
 
-__all__ = ["FoolingResult", "fgsm", "fooling_image", "min_fooling_epsilon"]
+__all__ = ["FoolingResult", "fgsm", "fgsm_direction", "fooling_image", "min_fooling_epsilon"]
 
 #: Gradient entries at most this large count as zero and are not perturbed (as in Captum).
 ZERO_GRADIENT = 1e-6
@@ -26,9 +31,7 @@ def _loss_gradient(model: nn.Module, inputs: torch.Tensor, target: Target) -> to
     """Gradient of the cross-entropy of ``target`` w.r.t. the inputs (summed over images)."""
     with preserved_state(model), grad_enabled():
         images = inputs.detach().clone().requires_grad_(True)
-        outputs = model(images)
-        if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
-            raise ValueError("model: expected class scores N x classes as output")
+        outputs = check_class_scores(model(images), len(inputs))
         indices = target_indices(target, len(inputs), outputs.shape[1]).to(outputs.device)
         loss = F.cross_entropy(outputs, indices, reduction="sum")
         (gradient,) = torch.autograd.grad(loss, images)
@@ -71,6 +74,19 @@ def fgsm(
     return moved.clamp(lower_bound, upper_bound)
 
 
+def fgsm_direction(model: nn.Module, inputs: torch.Tensor, target: Target) -> torch.Tensor:
+    """The untargeted FGSM direction: the sign of the loss gradient, 0 where it is about zero.
+
+    ``inputs + epsilon * fgsm_direction(...)`` is :func:`fgsm`'s step of size ``epsilon``.
+
+    Raises:
+        ValueError: Bad ``inputs`` or ``target``.
+    """
+    check_images(inputs)
+    gradient = _loss_gradient(model, inputs, target)
+    return torch.where(gradient.abs() > ZERO_GRADIENT, gradient.sign(), 0.0)
+
+
 def min_fooling_epsilon(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -78,6 +94,7 @@ def min_fooling_epsilon(
     max_epsilon: float = 1.0,
     scan_steps: int = 32,
     refine_steps: int = 12,
+    direction: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per image, the smallest FGSM step that changes the prediction away from ``target``.
 
@@ -95,6 +112,15 @@ def min_fooling_epsilon(
         >>> min_fooling_epsilon(model, torch.full((1, 1, 1, 1), 0.3), 0)  # flips at x < 0
         tensor([0.3000])
 
+    Args:
+        model: Maps images to class scores.
+        inputs: Images ``N x C x H x W``.
+        target: The class to move away from (the true one), one int or one per image.
+        max_epsilon: Largest step searched (input units).
+        scan_steps: Grid points of the scan.
+        refine_steps: Bisections after the scan.
+        direction: The :func:`fgsm_direction` of ``inputs``, when the caller has it already.
+
     Raises:
         ValueError: Bad ``inputs`` or ``target``; ``max_epsilon`` <= 0; steps < 1.
     """
@@ -105,8 +131,8 @@ def min_fooling_epsilon(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
     images = inputs.detach()
-    direction = _loss_gradient(model, images, target)
-    direction = torch.where(direction.abs() > ZERO_GRADIENT, direction.sign(), 0.0)
+    if direction is None:
+        direction = fgsm_direction(model, images, target)
     count = len(images)
     with preserved_state(model), torch.no_grad():
         labels = target_indices(target, count, model(images[:1]).shape[1]).to(images.device)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["Target", "check_images", "pair", "target_indices"]
+__all__ = ["Target", "check_class_scores", "check_images", "pair", "target_indices"]
 
 #: Which class to explain: one index for every image, or one per image.
 Target = int | Sequence[int] | torch.Tensor
@@ -26,6 +26,14 @@ def check_images(inputs: object) -> torch.Tensor:
     if not inputs.is_floating_point():
         raise ValueError(f"inputs: expected a floating point tensor, got {inputs.dtype}")
     return inputs
+
+
+def check_class_scores(outputs: object, batch_size: int) -> torch.Tensor:
+    """Return the model's ``outputs`` if they are class scores ``batch_size x classes``."""
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2 or len(outputs) != batch_size:
+        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
+        raise ValueError(f"model: expected class scores N x classes as output, got {shape}")
+    return outputs
 
 
 def target_indices(target: Target, batch_size: int, num_classes: int) -> torch.Tensor:

@@ -25,7 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_convviz.functional.arguments import Target, check_images, target_indices
+from lightning_convviz.functional.arguments import (
+    Target,
+    check_class_scores,
+    check_images,
+    target_indices,
+)
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_layer
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
 from lightning_convviz.functional.relu_override import ReluRule, modified_relu_backward
@@ -309,9 +314,7 @@ def _input_gradient(
 
 
 def _target_scores(outputs: object, target: Target, batch_size: int) -> torch.Tensor:
-    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
-        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
-        raise ValueError(f"model: expected class scores N x classes as output, got {shape}")
+    outputs = check_class_scores(outputs, batch_size)
     indices = target_indices(target, batch_size, outputs.shape[1]).to(outputs.device)
     return outputs.gather(1, indices.unsqueeze(1)).squeeze(1)
 

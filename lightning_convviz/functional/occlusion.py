@@ -29,7 +29,13 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-from lightning_convviz.functional.arguments import Target, check_images, pair, target_indices
+from lightning_convviz.functional.arguments import (
+    Target,
+    check_class_scores,
+    check_images,
+    pair,
+    target_indices,
+)
 from lightning_convviz.functional.guard import preserved_state
 from lightning_convviz.functional.incremental import IncrementalForward
 
@@ -156,8 +162,7 @@ def occlusion_scores(
     chunk = batch_size or max(1, budget // images[0].numel())
 
     with preserved_state(model), torch.inference_mode():
-        base_outputs = model(_layout(images))
-        _check_outputs(base_outputs, count)
+        base_outputs = check_class_scores(model(_layout(images)), count)
         indices = target_indices(target, count, base_outputs.shape[1]).to(images.device)
         base = _select(base_outputs, indices, score)
         # Skip what cannot change: a window already equal to the baseline everywhere.
@@ -350,12 +355,6 @@ def _cover(starts: list[int], window: int, size: int, device: torch.device) -> t
 def _layout(batch: torch.Tensor) -> torch.Tensor:
     """``channels_last``: oneDNN runs convolutions on it about 1.5x faster on CPU."""
     return batch.contiguous(memory_format=torch.channels_last)
-
-
-def _check_outputs(outputs: object, batch_size: int) -> None:
-    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2 or len(outputs) != batch_size:
-        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
-        raise ValueError(f"model: expected class scores N x classes as output, got {shape}")
 
 
 def _select(outputs: torch.Tensor, indices: torch.Tensor, score: Score) -> torch.Tensor:
