@@ -66,6 +66,33 @@ def test_a_nan_loss_is_reported_at_the_step_it_appears(tmp_path: Path) -> None:
     assert [f.key for f in doctor.findings].count("nonfinite_loss") == 1
 
 
+class GradientJumps(TinyCNN):
+    """Gradients 1000x larger at step 10 (the third epoch of 4 steps)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        return loss * 1000.0 if self.global_step == 10 else loss
+
+
+def test_a_gradient_explosion_is_measured_against_earlier_epochs(tmp_path: Path) -> None:
+    doctor = LearningRateDoctor(every_n_steps=1)
+    with pytest.warns(UserWarning, match="gradient norm .* at step 10, over 10x the largest"):
+        fit(tmp_path, [doctor], GradientJumps(), max_epochs=4, limit_train_batches=4)
+    explosions = [f for f in doctor.findings if f.key == "grad_explosion"]
+    assert len(explosions) == 1 and "step 10," in explosions[0].evidence
+    assert doctor.verdict == "too high"  # permanent
+
+
+def test_memory_per_step_is_bounded(tmp_path: Path) -> None:
+    doctor = LearningRateDoctor(every_n_steps=1)
+    fit(tmp_path, [doctor], max_epochs=8, limit_train_batches=4)  # 32 measured steps
+    history = doctor._history
+    assert history.grad_norm_count == 32
+    assert {len(ratios) for ratios in history.update_ratios.values()} == {20}
+    assert {len(entries) for entries in history.dead.values()} == {2}
+    assert len(history.epoch_losses) == 8  # one number per epoch
+
+
 def test_each_finding_is_warned_once(tmp_path: Path) -> None:
     doctor = LearningRateDoctor(every_n_steps=1, high_update_ratio=1e-9, low_update_ratio=1e-10)
     with warnings.catch_warnings(record=True) as caught:

@@ -37,13 +37,20 @@ class Finding:
     evidence: str
 
 
+#: Update ratios kept per layer for the summary table (the latest ones).
+RECENT_RATIOS = 20
+
+
 @dataclass
 class _History:
-    update_ratios: dict[str, list[float]] = field(default_factory=dict)
-    grad_norms: list[float] = field(default_factory=list)
+    """What the doctor remembers between epochs: constant size per step, one loss per epoch."""
+
+    update_ratios: dict[str, list[float]] = field(default_factory=dict)  # the latest 20
+    grad_norm_count: int = 0  # gradient norms measured before the current epoch
+    largest_grad_norm: float = -math.inf  # the largest of those
     epoch_losses: list[float] = field(default_factory=list)
-    dead: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)  # (step, dead, all)
-    noise: dict[str, list[float]] = field(default_factory=dict)
+    dead: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)  # last two epochs
+    dead_since: dict[str, int] = field(default_factory=dict)  # first step over the threshold
 
 
 class LearningRateDoctor(ConvVizCallback):
@@ -107,6 +114,7 @@ class LearningRateDoctor(ConvVizCallback):
     """
 
     section = "lr_doctor"
+    _collective_hooks = ("on_train_epoch_end",)
 
     def __init__(
         self,
@@ -158,7 +166,8 @@ class LearningRateDoctor(ConvVizCallback):
         self._first_bad_step: torch.Tensor | None = None
         self._history = _History()
         self._epoch_ratios: dict[str, list[float]] = {}
-        self._grad_norms_before_epoch = 0
+        self._epoch_grad_norms = 0
+        self._epoch_largest_grad_norm = -math.inf
         self._batch_step = 0
         self._active: set[str] = set()
         self._permanent: set[str] = set()
@@ -228,12 +237,14 @@ class LearningRateDoctor(ConvVizCallback):
         step = self._batch_step
         metrics = {self._tag("update_ratio", name): ratio for name, ratio in ratios.items()}
         for name, ratio in ratios.items():
-            self._history.update_ratios.setdefault(name, []).append(ratio)
+            recent = self._history.update_ratios.setdefault(name, [])
+            recent.append(ratio)
+            del recent[:-RECENT_RATIOS]
             self._epoch_ratios.setdefault(name, []).append(ratio)
         if self._grad_norm is not None:
             norm = float(self._grad_norm)
-            earlier = self._history.grad_norms[: self._grad_norms_before_epoch]
-            largest = max(earlier) if len(earlier) >= 3 else math.inf
+            history = self._history
+            largest = history.largest_grad_norm if history.grad_norm_count >= 3 else math.inf
             if not math.isfinite(norm) or norm > self.explosion_factor * largest:
                 self._find(
                     "grad_explosion",
@@ -247,7 +258,8 @@ class LearningRateDoctor(ConvVizCallback):
                     ),
                     permanent=True,
                 )
-            self._history.grad_norms.append(norm)
+            self._epoch_grad_norms += 1
+            self._epoch_largest_grad_norm = max(self._epoch_largest_grad_norm, norm)
             metrics[self._tag("grad_norm")] = norm
         first_bad = -1 if self._first_bad_step is None else int(self._first_bad_step)
         if first_bad >= 0:
@@ -280,21 +292,22 @@ class LearningRateDoctor(ConvVizCallback):
     # -- per epoch -------------------------------------------------------------------------------
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._enabled:
+        if not self._ranks_agree(trainer):
             return
         step = trainer.global_step
         metrics: dict[str, float] = {}
         for name, counts in self._counts.items():
             total = trainer.strategy.reduce(counts, reduce_op="sum")
             dead, channels = int((total == 0).sum()), int(total.numel())
-            self._history.dead.setdefault(name, []).append((step, dead, channels))
+            entries = self._history.dead.setdefault(name, [])
+            entries.append((step, dead, channels))
+            del entries[:-2]
             metrics[self._tag("dead_fraction", name)] = dead / max(channels, 1)
         self._counts = {}
         if self._first_conv is not None:
             name, module = self._first_conv
             score = float(filter_noise_score(module.weight))  # type: ignore[arg-type]
             if math.isfinite(score):
-                self._history.noise.setdefault(name, []).append(score)
                 metrics[self._tag("noise_score", name)] = score
         if self._loss_sum is not None and self._loss_steps:
             mean_loss = float(self._loss_sum) / self._loss_steps
@@ -316,8 +329,9 @@ class LearningRateDoctor(ConvVizCallback):
         for name, entries in history.dead.items():
             _, dead, channels = entries[-1]
             recovering = len(entries) > 1 and dead < entries[-2][1]
+            if dead / max(channels, 1) > self.dead_fraction_high:
+                since = history.dead_since.setdefault(name, entries[-1][0])
             if dead / max(channels, 1) > self.dead_fraction_high and not recovering:
-                since = next(s for s, d, c in entries if d / max(c, 1) > self.dead_fraction_high)
                 self._find(
                     f"dead:{name}",
                     "too high",
@@ -365,7 +379,7 @@ class LearningRateDoctor(ConvVizCallback):
                 f"{losses[-1] / min(losses[:-1]):.3g}x the best epoch's {min(losses[:-1]):.3g}",
                 permanent=True,
             )
-        self._grad_norms_before_epoch = len(history.grad_norms)
+        self._fold_epoch_grad_norms()
         points = {f.points_to for f in self.findings if f.key in self._active}
         self.verdict = (
             "too high"
@@ -374,6 +388,13 @@ class LearningRateDoctor(ConvVizCallback):
             if "too low" in points
             else "healthy so far"
         )
+
+    def _fold_epoch_grad_norms(self) -> None:
+        """Count this epoch's gradient norms among the earlier ones (at its end)."""
+        history = self._history
+        history.grad_norm_count += self._epoch_grad_norms
+        history.largest_grad_norm = max(history.largest_grad_norm, self._epoch_largest_grad_norm)
+        self._epoch_grad_norms, self._epoch_largest_grad_norm = 0, -math.inf
 
     def _find(self, key: str, points_to: Verdict, evidence: str, permanent: bool = False) -> None:
         """Mark a finding active now with its latest evidence; warn the first time it is seen."""
@@ -419,8 +440,14 @@ class LearningRateDoctor(ConvVizCallback):
             self._hooks = None
 
     def state_dict(self) -> dict[str, Any]:
+        history = dict(self._history.__dict__)
+        # a run resumed mid-epoch counts this epoch's gradient norms among the earlier ones
+        history["grad_norm_count"] += self._epoch_grad_norms
+        history["largest_grad_norm"] = max(
+            history["largest_grad_norm"], self._epoch_largest_grad_norm
+        )
         return {
-            "history": self._history.__dict__,
+            "history": history,
             "findings": [finding.__dict__ for finding in self.findings],
             "active": sorted(self._active),
             "permanent": sorted(self._permanent),
@@ -432,5 +459,5 @@ class LearningRateDoctor(ConvVizCallback):
         self.findings = [Finding(**item) for item in state_dict.get("findings", [])]
         self._active = set(state_dict.get("active", []))
         self._permanent = set(state_dict.get("permanent", []))
-        self._grad_norms_before_epoch = len(self._history.grad_norms)
+        self._epoch_grad_norms, self._epoch_largest_grad_norm = 0, -math.inf
         self.verdict = state_dict.get("verdict", "healthy so far")
