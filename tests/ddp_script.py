@@ -4,6 +4,10 @@ Rank r gets samples r, r + 2, ... (Lightning's DistributedSampler without shuffl
 samples are negative images, odd ones positive, and the ``sign`` branch is a ReLU of the pixel
 sum: dead on rank 0's data, alive on rank 1's, so it is not dead once counts are reduced, and
 its strongest images all live on rank 1.
+
+With ``faults`` as third argument, only the callbacks that call collectives run, each made to
+fail on rank 1 in the second epoch; every rank writes which callbacks are still on and the
+warnings it saw.
 """
 
 from __future__ import annotations
@@ -47,10 +51,40 @@ def data(count: int = 32) -> TensorDataset:
     return TensorDataset(images, torch.arange(count) % 2)
 
 
-def main(out: str, devices: int) -> None:
+def failing_on_rank_one(callback_type: type[Any], hook: str) -> type[Any]:
+    """A subclass whose ``hook`` raises on rank 1 in the second epoch."""
+    parent_hook = getattr(callback_type, hook)
+
+    def fail(self: Any, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> Any:
+        if trainer.global_rank == 1 and trainer.current_epoch == 1:
+            raise RuntimeError("injected failure")
+        return parent_hook(self, trainer, *args, **kwargs)
+
+    return type(f"Failing{callback_type.__name__}", (callback_type,), {hook: fail})
+
+
+def faulty_monitors() -> dict[str, Any]:
+    return {
+        "stats": failing_on_rank_one(convviz.ActivationStatsMonitor, "on_train_batch_start")(
+            every_n_steps=1
+        ),
+        "top": failing_on_rank_one(convviz.MaxActivationMonitor, "on_validation_batch_end")(),
+        "embedding": failing_on_rank_one(convviz.EmbeddingMonitor, "on_validation_batch_end")(
+            max_samples=16, n_jobs=1
+        ),
+        "performance": failing_on_rank_one(
+            convviz.AttributePerformanceMonitor, "on_validation_batch_end"
+        )(),
+        "doctor": failing_on_rank_one(convviz.LearningRateDoctor, "on_before_optimizer_step")(
+            every_n_steps=1
+        ),
+    }
+
+
+def main(out: str, devices: int, faults: bool = False) -> None:
     warnings.filterwarnings("ignore")
     pl.seed_everything(0, verbose=False)
-    monitors: dict[str, Any] = {
+    monitors: dict[str, Any] = faulty_monitors() if faults else {
         "stats": convviz.ActivationStatsMonitor(layers=["relu1", "sign_relu"], every_n_steps=1),
         "maps": convviz.ActivationMapMonitor(),
         "filters": convviz.FilterMonitor(),
@@ -65,7 +99,7 @@ def main(out: str, devices: int) -> None:
         "doctor": convviz.LearningRateDoctor(every_n_steps=1),
     }
     trainer = pl.Trainer(
-        max_epochs=2,
+        max_epochs=3 if faults else 2,
         limit_train_batches=2,
         limit_val_batches=2,
         log_every_n_steps=1,
@@ -79,8 +113,17 @@ def main(out: str, devices: int) -> None:
         callbacks=list(monitors.values()),
     )
     start = time.perf_counter()
-    trainer.fit(SignNet(), DataLoader(data(), batch_size=4), DataLoader(data(), batch_size=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(SignNet(), DataLoader(data(), batch_size=4), DataLoader(data(), batch_size=4))
     seconds = time.perf_counter() - start
+    if faults:
+        report = {
+            "on": sorted(name for name, monitor in monitors.items() if monitor._enabled),
+            "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
+        }
+        Path(out, f"faults_rank{trainer.global_rank}.json").write_text(json.dumps(report))
+        return
     if trainer.global_rank == 0:
         top = monitors["top"]._states["sign"]
         summary = {
@@ -94,4 +137,4 @@ def main(out: str, devices: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), faults=sys.argv[3:] == ["faults"])

@@ -14,16 +14,18 @@ from helpers import read_events
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 
 
-def run_script(out: Path, devices: int) -> dict[str, object]:
+def run_script(out: Path, devices: int, *extra: str) -> dict[str, object]:
     environment = {**os.environ, "PYTHONPATH": str(SCRIPT.parent)}
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), str(devices)],
+        [sys.executable, str(SCRIPT), str(out), str(devices), *extra],
         env=environment,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=300,  # a rank left waiting in a collective ends here
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+    if extra:
+        return {}
     summary: dict[str, object] = json.loads((out / "summary.json").read_text())
     return summary
 
@@ -46,3 +48,21 @@ def test_two_processes_with_every_callback_finish_and_share_their_statistics(
     assert {e.value for e in events.Scalars("activation_stats/dead_fraction/sign_relu")} == {0.0}
     for tag in ("max_activation/sign", "embedding/scatter", "attribution/grad_cam"):
         assert tag in events.Tags()["images"], tag
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP on CPU is tested on Linux")
+def test_a_diagnostic_failing_on_one_rank_switches_off_on_every_rank_without_a_hang(
+    tmp_path: Path,
+) -> None:
+    run_script(tmp_path, 2, "faults")
+    ranks = [json.loads((tmp_path / f"faults_rank{r}.json").read_text()) for r in (0, 1)]
+    callbacks = ["ActivationStatsMonitor", "MaxActivationMonitor", "EmbeddingMonitor"]
+    callbacks += ["AttributePerformanceMonitor", "LearningRateDoctor"]
+    for rank in ranks:
+        assert rank["on"] == []  # all switched off, on both ranks; the run finished
+    failed_here = [w for w in ranks[1]["warnings"] if "injected failure" in w]
+    told = [w for w in ranks[0]["warnings"] if "failed on another rank" in w]
+    for name in callbacks:
+        assert sum(w.startswith(f"Failing{name} failed in") for w in failed_here) == 1, name
+        assert sum(w.startswith(f"Failing{name} failed on another rank") for w in told) == 1, name
+    assert not any("injected failure" in w for w in ranks[0]["warnings"])

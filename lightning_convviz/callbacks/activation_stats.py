@@ -85,6 +85,7 @@ class ActivationStatsMonitor(ConvVizCallback):
     """
 
     section = "activation_stats"
+    _collective_hooks = ("on_train_batch_end",)
 
     def __init__(
         self,
@@ -155,10 +156,8 @@ class ActivationStatsMonitor(ConvVizCallback):
         batch_idx: int,
     ) -> None:
         self._hooks.close()
-        if not self._enabled:
-            return
-        self._batches_in_interval += 1
-        if self._batches_in_interval >= self._interval:
+        self._batches_in_interval += 1  # on a rank that failed too: the vote stays in step
+        if self._batches_in_interval >= self._interval and self._ranks_agree(trainer):
             self._flush(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -61,6 +61,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
     """
 
     section = "performance"
+    _collective_hooks = ("on_validation_epoch_end",)
 
     def __init__(
         self,
@@ -104,12 +105,14 @@ class AttributePerformanceMonitor(ConvVizCallback):
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Any classifier can be measured: nothing to resolve."""
 
+    def _due(self, trainer: Trainer) -> bool:
+        """Whether this validation epoch is measured (the same answer on every rank)."""
+        return (
+            not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (
-            not self._enabled
-            or trainer.sanity_checking
-            or (trainer.current_epoch + 1) % self.every_n_epochs != 0
-        ):
+        if not self._enabled or not self._due(trainer):
             return
         self._records = []
 
@@ -152,7 +155,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
         self._records.append(record)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._handle is None:
+        if not self._due(trainer) or not self._ranks_agree(trainer) or self._handle is None:
             return
         self._release_hooks()
         if not self._records:

@@ -10,6 +10,9 @@ Rules kept here so that no callback can break them:
   and both only from global rank zero. No collective is called from one rank alone.
 * A diagnostic that fails during training (any exception but a configuration error) is
   reported once as a warning and switches its callback off; the user's training goes on.
+  Under DDP a callback with collectives switches off on every rank together: before its
+  collectives each rank says whether it is still on (:meth:`ConvVizCallback._ranks_agree`), so
+  that no rank is left waiting in a collective that a failed rank will not join.
 """
 
 from __future__ import annotations
@@ -112,7 +115,9 @@ GUARDED_HOOKS = (
 def _guarded(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(hook)
     def run(self: ConvVizCallback, trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
-        if not self._enabled and name != "on_train_end":
+        # a rank that failed still runs the collective hooks until the ranks have agreed
+        still_voting = self._agreeing and name in self._collective_hooks
+        if not self._enabled and name != "on_train_end" and not still_voting:
             return None
         pl_module = args[0] if args else None
         try:
@@ -142,6 +147,10 @@ class ConvVizCallback(Callback):
 
     section: str = "convviz"
     _forward_failure: BaseException | None = None
+    #: The hooks that call collectives under DDP; each calls :meth:`_ranks_agree` first.
+    _collective_hooks: tuple[str, ...] = ()
+    _enabled: bool = False
+    _agreeing: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -164,6 +173,33 @@ class ConvVizCallback(Callback):
                 return None
 
         return run
+
+    def _ranks_agree(self, trainer: Trainer) -> bool:
+        """Whether this callback is still on, on every rank.
+
+        A collective hook calls this on every rank, at a point that every rank reaches whatever
+        happened on it (decided by the schedule alone), before its first collective. A rank
+        whose diagnostic failed earlier answers no; then the callback switches off on every
+        rank, instead of leaving the others waiting in a collective that the failed rank would
+        not join. One tiny all-reduce under DDP (at a logging step); nothing in one process.
+        """
+        if not self._agreeing:
+            return self._enabled
+        on = torch.tensor(int(self._enabled), device=trainer.strategy.root_device)
+        if int(trainer.strategy.reduce(on, reduce_op="sum")) == trainer.world_size:
+            return True
+        self._agreeing = False
+        if self._enabled:
+            self._enabled = False
+            warnings.warn(
+                f"{type(self).__name__} failed on another rank and is off on every rank for the "
+                "rest of this run; training goes on.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            with contextlib.suppress(Exception):
+                self._release_hooks()
+        return False
 
     def _switch_off(
         self, trainer: Trainer, pl_module: Any, hook: str, error: BaseException
@@ -198,7 +234,7 @@ class ConvVizCallback(Callback):
     # -- setup ---------------------------------------------------------------------------------
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._enabled = False
+        self._enabled = self._agreeing = False
         if stage != "fit":
             return
         if getattr(trainer, "fast_dev_run", False):
@@ -207,6 +243,7 @@ class ConvVizCallback(Callback):
         self._tensorboard = _find_tensorboard_logger(trainer, type(self).__name__)
         self._setup_model(trainer, pl_module)
         self._enabled = True
+        self._agreeing = trainer.world_size > 1 and bool(self._collective_hooks)
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         raise NotImplementedError

@@ -113,6 +113,7 @@ class EmbeddingMonitor(ConvVizCallback):
     """
 
     section = "embedding"
+    _collective_hooks = ("on_validation_epoch_end",)
 
     def __init__(
         self,
@@ -191,15 +192,14 @@ class EmbeddingMonitor(ConvVizCallback):
     # -- collecting ----------------------------------------------------------------------------
 
     def _due(self, trainer: Trainer) -> bool:
+        """Whether this validation epoch is embedded (the same answer on every rank)."""
         return (
-            self._enabled
-            and not trainer.sanity_checking
-            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
         )
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_ready(trainer)
-        if not self._due(trainer) or self._module is None:
+        if not self._enabled or not self._due(trainer) or self._module is None:
             return
         self._collected = []
         self._latest = None
@@ -245,7 +245,7 @@ class EmbeddingMonitor(ConvVizCallback):
         )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._handle is None:
+        if not self._due(trainer) or not self._ranks_agree(trainer) or self._handle is None:
             return
         start = time.perf_counter()
         self._release_hooks()

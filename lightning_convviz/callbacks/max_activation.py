@@ -66,6 +66,7 @@ class MaxActivationMonitor(ConvVizCallback):
     """
 
     section = "max_activation"
+    _collective_hooks = ("on_validation_epoch_end",)
 
     def __init__(
         self,
@@ -139,12 +140,14 @@ class MaxActivationMonitor(ConvVizCallback):
 
     # -- collecting ----------------------------------------------------------------------------
 
+    def _due(self, trainer: Trainer) -> bool:
+        """Whether this validation epoch is collected (the same answer on every rank)."""
+        return (
+            not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (
-            not self._enabled
-            or trainer.sanity_checking
-            or (trainer.current_epoch + 1) % self.every_n_epochs != 0
-        ):
+        if not self._enabled or not self._due(trainer):
             return
         device = pl_module.device
         self._states = {
@@ -217,7 +220,7 @@ class MaxActivationMonitor(ConvVizCallback):
         return new
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._hooks is None:
+        if not self._due(trainer) or not self._ranks_agree(trainer) or self._hooks is None:
             return
         self._release_hooks()
         if trainer.world_size > 1:  # every rank takes part in the gathers
