@@ -97,6 +97,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
         self._warned_no_labels = False
         #: The last epoch's results per attribute (on global rank zero).
         self.results: dict[str, BinnedPerformance] = {}
+        self._chart: plots.Chart | None = None
 
     @property
     def state_key(self) -> str:
@@ -168,6 +169,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
         if writer is None:
             return
         metrics = {}
+        self._chart = self._chart or plots.Chart()
         for name in self.attributes:
             result = binned_performance(
                 joined[name], joined["correct"], joined["true_probability"], self.bins
@@ -180,6 +182,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
                 result.counts.numpy(),
                 attribute=name,
                 title=f"epoch {trainer.current_epoch}: {int(result.counts.sum())} images",
+                chart=self._chart,
             )
             writer.add_image(self._tag(name), picture, trainer.global_step, dataformats="HWC")
             metrics[self._tag(name, "worst_bin_accuracy")] = float(result.accuracy.min())

@@ -162,6 +162,7 @@ class EmbeddingMonitor(ConvVizCallback):
         self._collected: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future[_Result]] = []
+        self._chart: plots.Chart | None = None  # made by the worker thread, reused there
         self._previous: np.ndarray | None = None
         #: Seconds the training loop waited in this callback per embedding (submission).
         self.stall_seconds: list[float] = []
@@ -304,7 +305,8 @@ class EmbeddingMonitor(ConvVizCallback):
         if job.labels is not None:
             metrics["knn_accuracy"] = knn_accuracy(embedding, job.labels, self.knn_neighbors)
         title = f"epoch {job.epoch}, step {job.step}: {len(job.codes)} samples"
-        scatter = plots.class_scatter(embedding, job.labels, title)
+        self._chart = self._chart or plots.Chart()
+        scatter = plots.class_scatter(embedding, job.labels, title, chart=self._chart)
         cell = max(8, min(job.pictures.shape[-1], GRID_LIMIT // self.grid_side))
         pictures = torch.nn.functional.interpolate(job.pictures.float() / 255, size=(cell, cell))
         grid = render.cell_grid(pictures, grid_cells(embedding, self.grid_side))

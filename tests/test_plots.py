@@ -1,0 +1,70 @@
+"""Charts: a reused Chart draws the same pixels as a fresh figure and leaves no figure behind."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from lightning_convviz import plots
+
+
+def scatter(chart: plots.Chart | None, seed: int = 0) -> np.ndarray:
+    points = np.random.default_rng(seed).random((40, 2))
+    return plots.class_scatter(points, np.arange(40) % 3, f"seed {seed}", chart=chart)
+
+
+def bars(chart: plots.Chart | None) -> np.ndarray:
+    return plots.binned_bars(
+        np.arange(4.0), np.array([0.2, 0.5, 0.9]), np.array([0.3, 0.6, 0.8]),
+        np.array([5, 7, 9]), "brightness", "epoch 1", chart=chart,
+    )  # fmt: skip
+
+
+def test_a_reused_chart_draws_what_a_fresh_figure_draws() -> None:
+    chart = plots.Chart()
+    scatter(chart, seed=1)
+    bars(chart)  # another size and kind in between
+    np.testing.assert_array_equal(scatter(chart), scatter(None))
+    np.testing.assert_array_equal(bars(chart), bars(None))
+    assert scatter(chart).shape == (600, 600, 3) and bars(chart).shape == (400, 600, 3)
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_reused_chart_keeps_one_figure_alive(collector_off: None) -> None:
+    """Fresh figures stay alive (reference cycles) until a full collection; a Chart keeps one."""
+    from matplotlib.figure import Figure
+
+    figures: list[weakref.ref[Figure]] = []
+    original = Figure.__init__
+
+    def tracked(self: Figure, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        figures.append(weakref.ref(self))
+
+    Figure.__init__ = tracked  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            scatter(None)
+        alive_fresh = sum(ref() is not None for ref in figures)
+        figures.clear()
+        chart = plots.Chart()
+        for _ in range(3):
+            scatter(chart)
+        alive_reused = sum(ref() is not None for ref in figures)
+    finally:
+        Figure.__init__ = original  # type: ignore[method-assign]
+    assert alive_fresh == 3  # waiting for the collector
+    assert alive_reused == 1  # the chart's own figure
