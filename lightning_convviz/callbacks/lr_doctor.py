@@ -329,9 +329,10 @@ class LearningRateDoctor(ConvVizCallback):
         for name, entries in history.dead.items():
             _, dead, channels = entries[-1]
             recovering = len(entries) > 1 and dead < entries[-2][1]
-            if dead / max(channels, 1) > self.dead_fraction_high:
-                since = history.dead_since.setdefault(name, entries[-1][0])
-            if dead / max(channels, 1) > self.dead_fraction_high and not recovering:
+            if dead / max(channels, 1) <= self.dead_fraction_high:
+                continue
+            since = history.dead_since.setdefault(name, entries[-1][0])
+            if not recovering:
                 self._find(
                     f"dead:{name}",
                     "too high",
