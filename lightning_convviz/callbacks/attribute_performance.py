@@ -10,7 +10,12 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_convviz import plots
-from lightning_convviz.callbacks.base import ConvVizCallback, check_positive_int, inputs_from_batch
+from lightning_convviz.callbacks.base import (
+    ConvVizCallback,
+    check_positive_int,
+    collecting_epoch,
+    inputs_from_batch,
+)
 from lightning_convviz.callbacks.probe import labels_from_batch
 from lightning_convviz.functional.attributes import (
     BUILTIN_ATTRIBUTES,
@@ -106,14 +111,8 @@ class AttributePerformanceMonitor(ConvVizCallback):
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Any classifier can be measured: nothing to resolve."""
 
-    def _due(self, trainer: Trainer) -> bool:
-        """Whether this validation epoch is measured (the same answer on every rank)."""
-        return (
-            not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        )
-
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._enabled or not self._due(trainer):
+        if not self._enabled or not collecting_epoch(trainer, self.every_n_epochs):
             return
         self._records = []
 
@@ -156,7 +155,11 @@ class AttributePerformanceMonitor(ConvVizCallback):
         self._records.append(record)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._due(trainer) or not self._ranks_agree(trainer) or self._handle is None:
+        if (
+            not collecting_epoch(trainer, self.every_n_epochs)
+            or not self._ranks_agree(trainer)
+            or self._handle is None
+        ):
             return
         self._release_hooks()
         if not self._records:

@@ -40,6 +40,7 @@ __all__ = [
     "check_layers_argument",
     "check_positive_int",
     "clone_for_autograd",
+    "collecting_epoch",
     "inputs_from_batch",
 ]
 
@@ -90,6 +91,12 @@ def inputs_from_batch(batch: Any) -> torch.Tensor:
         f"(inputs, targets) pair or a dict with one of the keys {_INPUT_KEYS}; "
         "pass probe_images=... to the callback instead"
     )
+
+
+def collecting_epoch(trainer: Trainer, every_n_epochs: int) -> bool:
+    """Whether this validation epoch is one that a dataset callback collects: not the sanity
+    check, and every ``every_n_epochs``-th epoch (the same answer on every rank)."""
+    return not trainer.sanity_checking and (trainer.current_epoch + 1) % every_n_epochs == 0
 
 
 def clone_for_autograd(tensor: torch.Tensor) -> torch.Tensor:

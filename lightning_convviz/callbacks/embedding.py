@@ -22,6 +22,7 @@ from lightning_convviz.callbacks.base import (
     ConvVizCallback,
     check_layers_argument,
     check_positive_int,
+    collecting_epoch,
     inputs_from_batch,
 )
 from lightning_convviz.callbacks.probe import labels_from_batch
@@ -192,15 +193,13 @@ class EmbeddingMonitor(ConvVizCallback):
 
     # -- collecting ----------------------------------------------------------------------------
 
-    def _due(self, trainer: Trainer) -> bool:
-        """Whether this validation epoch is embedded (the same answer on every rank)."""
-        return (
-            not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        )
-
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_ready(trainer)
-        if not self._enabled or not self._due(trainer) or self._module is None:
+        if (
+            not self._enabled
+            or not collecting_epoch(trainer, self.every_n_epochs)
+            or self._module is None
+        ):
             return
         self._collected = []
         self._latest = None
@@ -246,7 +245,11 @@ class EmbeddingMonitor(ConvVizCallback):
         )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._due(trainer) or not self._ranks_agree(trainer) or self._handle is None:
+        if (
+            not collecting_epoch(trainer, self.every_n_epochs)
+            or not self._ranks_agree(trainer)
+            or self._handle is None
+        ):
             return
         start = time.perf_counter()
         self._release_hooks()

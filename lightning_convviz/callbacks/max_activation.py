@@ -16,6 +16,7 @@ from lightning_convviz.callbacks.base import (
     ConvVizCallback,
     check_layers_argument,
     check_positive_int,
+    collecting_epoch,
     inputs_from_batch,
 )
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, hook_outputs
@@ -140,14 +141,8 @@ class MaxActivationMonitor(ConvVizCallback):
 
     # -- collecting ----------------------------------------------------------------------------
 
-    def _due(self, trainer: Trainer) -> bool:
-        """Whether this validation epoch is collected (the same answer on every rank)."""
-        return (
-            not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        )
-
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._enabled or not self._due(trainer):
+        if not self._enabled or not collecting_epoch(trainer, self.every_n_epochs):
             return
         device = pl_module.device
         self._states = {
@@ -220,7 +215,11 @@ class MaxActivationMonitor(ConvVizCallback):
         return new
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._due(trainer) or not self._ranks_agree(trainer) or self._hooks is None:
+        if (
+            not collecting_epoch(trainer, self.every_n_epochs)
+            or not self._ranks_agree(trainer)
+            or self._hooks is None
+        ):
             return
         self._release_hooks()
         if trainer.world_size > 1:  # every rank takes part in the gathers
