@@ -3,6 +3,7 @@ thread)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -105,8 +106,8 @@ def binned_bars(
     title: str = "",
     chart: Chart | None = None,
 ) -> np.ndarray:
-    """Accuracy (bars) and mean true-class probability (dots) per attribute bin, with the
-    sample count at the foot of each bar, drawn on ``chart`` (a new one by default).
+    """Accuracy (bars) and mean true-class probability (dots) per attribute bin, with each
+    bin's range and sample count under its bar, drawn on ``chart`` (a new one by default).
 
     Example:
         >>> picture = binned_bars(np.array([0.0, 1.0, 2.0]), np.array([0.2, 0.9]),
@@ -119,13 +120,23 @@ def binned_bars(
     positions = np.arange(len(accuracy))
     axes.bar(positions, accuracy, color="tab:blue", label="accuracy")
     axes.plot(positions, true_probability, "o", color="tab:orange", label="mean p(true class)")
-    for position, count in zip(positions, counts, strict=True):
-        axes.annotate(f"n={int(count)}", (position, 0.03), ha="center", fontsize=8, color="white")
-    labels = [f"{edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(len(accuracy))]
-    axes.set_xticks(positions, labels, fontsize=8, rotation=20)
-    axes.set_ylim(0, 1.05)
+    ranges = _bin_ranges(edges)
+    labels = [f"{text}\nn={int(count)}" for text, count in zip(ranges, counts, strict=True)]
+    axes.set_xticks(positions, labels, fontsize=7, rotation=0 if len(labels) <= 6 else 30)
+    axes.set_ylim(0, 1.2)  # the band above 1 holds the legend, clear of every bar
+    axes.set_yticks(np.linspace(0, 1, 6))
     axes.set_xlabel(f"{attribute} (quantile bins)")
     axes.set_ylabel("accuracy")
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=8, loc="upper center", ncols=2, frameon=False)
     axes.set_title(title, fontsize=10)
     return chart.pixels()
+
+
+def _bin_ranges(edges: np.ndarray) -> list[str]:
+    """``"low \N{EN DASH} high"`` per bin, with as many significant digits (3 to 6) as it takes for
+    neighbouring edges to read differently."""
+    for digits in range(3, 7):
+        texts = [f"{edge:.{digits}g}" for edge in edges]
+        if all(a != b for a, b in pairwise(texts)):
+            break
+    return [f"{low} \N{EN DASH} {high}" for low, high in pairwise(texts)]

@@ -68,3 +68,14 @@ def test_a_reused_chart_keeps_one_figure_alive(collector_off: None) -> None:
         Figure.__init__ = original  # type: ignore[method-assign]
     assert alive_fresh == 3  # waiting for the collector
     assert alive_reused == 1  # the chart's own figure
+
+
+def test_bin_ranges_take_the_digits_needed_to_tell_neighbouring_edges_apart() -> None:
+    assert plots._bin_ranges(np.array([0.0, 0.5, 1.0])) == [
+        "0 \N{EN DASH} 0.5",
+        "0.5 \N{EN DASH} 1",
+    ]
+    assert plots._bin_ranges(np.array([1.0451, 1.0454, 1.048])) == [
+        "1.0451 \N{EN DASH} 1.0454",
+        "1.0454 \N{EN DASH} 1.048",
+    ]
