@@ -23,6 +23,7 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check lightning_convviz tests examples benchmarks
+	$(VENV)/bin/ruff format --check lightning_convviz tests examples benchmarks
 	$(VENV)/bin/mypy
 
 test: lint

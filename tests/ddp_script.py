@@ -63,6 +63,23 @@ def failing_on_rank_one(callback_type: type[Any], hook: str) -> type[Any]:
     return type(f"Failing{callback_type.__name__}", (callback_type,), {hook: fail})
 
 
+def every_monitor() -> dict[str, Any]:
+    return {
+        "stats": convviz.ActivationStatsMonitor(layers=["relu1", "sign_relu"], every_n_steps=1),
+        "maps": convviz.ActivationMapMonitor(),
+        "filters": convviz.FilterMonitor(),
+        "saliency": convviz.SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=2),
+        "occlusion": convviz.OcclusionMonitor(num_probe_images=2),
+        "top": convviz.MaxActivationMonitor(layers=["sign"], channels=[0], k=6),
+        "embedding": convviz.EmbeddingMonitor(max_samples=16, n_jobs=1),
+        "inversion": convviz.InversionMonitor(steps=3, every_n_epochs=1, num_probe_images=2),
+        "adversarial": convviz.AdversarialMonitor(num_probe_images=2),
+        "class_model": convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
+        "performance": convviz.AttributePerformanceMonitor(),
+        "doctor": convviz.LearningRateDoctor(every_n_steps=1),
+    }
+
+
 def faulty_monitors() -> dict[str, Any]:
     return {
         "stats": failing_on_rank_one(convviz.ActivationStatsMonitor, "on_train_batch_start")(
@@ -84,20 +101,7 @@ def faulty_monitors() -> dict[str, Any]:
 def main(out: str, devices: int, faults: bool = False) -> None:
     warnings.filterwarnings("ignore")
     pl.seed_everything(0, verbose=False)
-    monitors: dict[str, Any] = faulty_monitors() if faults else {
-        "stats": convviz.ActivationStatsMonitor(layers=["relu1", "sign_relu"], every_n_steps=1),
-        "maps": convviz.ActivationMapMonitor(),
-        "filters": convviz.FilterMonitor(),
-        "saliency": convviz.SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=2),
-        "occlusion": convviz.OcclusionMonitor(num_probe_images=2),
-        "top": convviz.MaxActivationMonitor(layers=["sign"], channels=[0], k=6),
-        "embedding": convviz.EmbeddingMonitor(max_samples=16, n_jobs=1),
-        "inversion": convviz.InversionMonitor(steps=3, every_n_epochs=1, num_probe_images=2),
-        "adversarial": convviz.AdversarialMonitor(num_probe_images=2),
-        "class_model": convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
-        "performance": convviz.AttributePerformanceMonitor(),
-        "doctor": convviz.LearningRateDoctor(every_n_steps=1),
-    }
+    monitors = faulty_monitors() if faults else every_monitor()
     trainer = pl.Trainer(
         max_epochs=3 if faults else 2,
         limit_train_batches=2,

@@ -1,4 +1,5 @@
-"""Test helpers: tiny seeded CNNs, in-memory data, a Trainer factory and a log reader."""
+"""Test helpers: tiny seeded CNNs, in-memory data, every callback, a Trainer factory and a log
+reader."""
 
 from __future__ import annotations
 
@@ -15,6 +16,27 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_convviz as convviz
+from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
+
+
+def every_callback() -> list[pl.Callback]:
+    """All twelve callbacks, at every cadence they have, sized for :class:`TinyCNN`."""
+    return [
+        convviz.ActivationStatsMonitor(every_n_steps=1),
+        convviz.ActivationMapMonitor(),
+        convviz.FilterMonitor(),
+        convviz.SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=2),
+        convviz.OcclusionMonitor(num_probe_images=2),
+        convviz.MaxActivationMonitor(layers=["conv1", "conv2"], k=2),
+        convviz.EmbeddingMonitor(max_samples=16, n_jobs=1),
+        convviz.InversionMonitor(steps=3, every_n_epochs=1, num_probe_images=2),
+        convviz.AdversarialMonitor(num_probe_images=2),
+        convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
+        convviz.AttributePerformanceMonitor(),
+        convviz.LearningRateDoctor(every_n_steps=1),
+    ]
 
 
 class TinyCNN(pl.LightningModule):

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from helpers import TinyCNN, hook_count, loaders, make_trainer, read_events
+from helpers import TinyCNN, every_callback, hook_count, loaders, make_trainer, read_events
 from helpers import fit as _fit
 from helpers import logged_image as _image
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -18,18 +17,8 @@ from torch import nn
 from lightning_convviz import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
-    AdversarialMonitor,
-    AttributePerformanceMonitor,
-    ClassModelMonitor,
-    EmbeddingMonitor,
     FilterMonitor,
-    InversionMonitor,
-    LearningRateDoctor,
-    MaxActivationMonitor,
-    OcclusionMonitor,
-    SaliencyMonitor,
 )
-from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
 from lightning_convviz.functional import filter_noise_score
 
 LOG = "run/version_0"
@@ -161,25 +150,8 @@ def test_filters_every_n_epochs_without_images(tmp_path: Path) -> None:
 # -- shared behaviour --------------------------------------------------------------------------
 
 
-def all_callbacks() -> list[pl.Callback]:
-    return [
-        ActivationStatsMonitor(every_n_steps=1),
-        ActivationMapMonitor(),
-        FilterMonitor(),
-        SaliencyMonitor(methods=ATTRIBUTION_METHODS),
-        OcclusionMonitor(),
-        MaxActivationMonitor(),
-        EmbeddingMonitor(max_samples=8, n_jobs=1),
-        InversionMonitor(steps=2, every_n_epochs=1),
-        AdversarialMonitor(),
-        ClassModelMonitor(steps=2, every_n_epochs=1),
-        AttributePerformanceMonitor(),
-        LearningRateDoctor(every_n_steps=1),
-    ]
-
-
 def test_fast_dev_run_is_idle(tmp_path: Path) -> None:
-    trainer, _ = _fit(tmp_path, all_callbacks(), fast_dev_run=True)
+    trainer, _ = _fit(tmp_path, every_callback(), fast_dev_run=True)
     assert trainer.state.finished
     assert not (tmp_path / "run").exists()
 
@@ -187,7 +159,7 @@ def test_fast_dev_run_is_idle(tmp_path: Path) -> None:
 def test_validate_and_test_leave_callbacks_idle(tmp_path: Path) -> None:
     model = TinyCNN()
     model.test_step = model.validation_step  # type: ignore[method-assign]
-    trainer = make_trainer(tmp_path, all_callbacks())
+    trainer = make_trainer(tmp_path, every_callback())
     _, val = loaders()
     trainer.validate(model, val)
     trainer.test(model, val)
@@ -254,11 +226,11 @@ class Exploding(TinyCNN):
 
 def test_no_hooks_survive_fit_or_an_exception(tmp_path: Path) -> None:
     model = TinyCNN()
-    _fit(tmp_path, all_callbacks(), model)
+    _fit(tmp_path, every_callback(), model)
     assert hook_count(model) == 0
     exploding = Exploding()
     with pytest.raises(RuntimeError, match="user model exploded"):
-        _fit(tmp_path / "b", all_callbacks(), exploding)
+        _fit(tmp_path / "b", every_callback(), exploding)
     assert hook_count(exploding) == 0
 
 

@@ -9,9 +9,8 @@ import lightning.pytorch as L
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import hook_count, loaders, read_events
+from helpers import every_callback, hook_count, loaders, read_events
 from lightning.pytorch.loggers import TensorBoardLogger
-from test_precision_layout import every_callback
 from torch import nn
 
 

@@ -7,28 +7,10 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import TinyCNN, hook_count, make_trainer, read_events
+from helpers import TinyCNN, every_callback, hook_count, make_trainer, read_events
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_convviz as convviz
-from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
-
-
-def every_callback() -> list[Any]:
-    return [
-        convviz.ActivationStatsMonitor(every_n_steps=1),
-        convviz.ActivationMapMonitor(),
-        convviz.FilterMonitor(),
-        convviz.SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=2),
-        convviz.OcclusionMonitor(num_probe_images=2),
-        convviz.MaxActivationMonitor(layers=["conv1", "conv2"], k=2),
-        convviz.EmbeddingMonitor(max_samples=16, n_jobs=1),
-        convviz.InversionMonitor(steps=3, every_n_epochs=1, num_probe_images=2),
-        convviz.AdversarialMonitor(num_probe_images=2),
-        convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
-        convviz.AttributePerformanceMonitor(),
-        convviz.LearningRateDoctor(every_n_steps=1),
-    ]
 
 
 def channels_last_data(seed: int) -> DataLoader[Any]:

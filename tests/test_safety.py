@@ -9,23 +9,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import TinyCNN, loaders, make_trainer
-
-from lightning_convviz import (
-    ActivationMapMonitor,
-    ActivationStatsMonitor,
-    AdversarialMonitor,
-    AttributePerformanceMonitor,
-    ClassModelMonitor,
-    EmbeddingMonitor,
-    FilterMonitor,
-    InversionMonitor,
-    LearningRateDoctor,
-    MaxActivationMonitor,
-    OcclusionMonitor,
-    SaliencyMonitor,
-)
-from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
+from helpers import TinyCNN, every_callback, loaders, make_trainer
 
 HOOKS = ("on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_validation_batch_end")
 
@@ -89,37 +73,7 @@ for _hook in HOOKS:
     _install(_hook)
 
 
-@pytest.mark.parametrize(
-    "callback",
-    [
-        ActivationStatsMonitor(every_n_steps=1),
-        ActivationMapMonitor(num_probe_images=3),
-        FilterMonitor(),
-        SaliencyMonitor(methods=ATTRIBUTION_METHODS, num_probe_images=3),
-        OcclusionMonitor(num_probe_images=3),
-        MaxActivationMonitor(layers=["conv1", "conv2"], k=4),
-        EmbeddingMonitor(max_samples=16, n_jobs=1),
-        InversionMonitor(num_probe_images=2, every_n_epochs=1, steps=3),
-        AdversarialMonitor(num_probe_images=2),
-        ClassModelMonitor(steps=3, every_n_epochs=1),
-        AttributePerformanceMonitor(),
-        LearningRateDoctor(every_n_steps=1),
-    ],
-    ids=[
-        "stats",
-        "maps",
-        "filters",
-        "attribution",
-        "occlusion",
-        "max_activation",
-        "embedding",
-        "inversion",
-        "adversarial",
-        "class_model",
-        "attribute_performance",
-        "lr_doctor",
-    ],
-)
+@pytest.mark.parametrize("callback", every_callback(), ids=lambda callback: type(callback).__name__)
 def test_callback_leaves_training_untouched(tmp_path: Path, callback: pl.Callback) -> None:
     model = TinyCNN()
     before = Before()

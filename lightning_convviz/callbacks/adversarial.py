@@ -80,9 +80,7 @@ class AdversarialMonitor(ProbeCallback):
             return
         images, labels = probe
         probabilities, captions = self._predict(pl_module, images, labels)
-        targets = (
-            labels if self.target == "true" and labels is not None else probabilities.argmax(1)
-        )
+        targets = self._targets(labels, probabilities)
         value_range = float(images.max() - images.min()) or 1.0
         direction = fgsm_direction(pl_module, images, targets.to(images.device))
         epsilon = min_fooling_epsilon(

@@ -106,6 +106,13 @@ class ProbeCallback(ConvVizCallback):
             return None
         return probe[0].to(pl_module.device), probe[1]
 
+    def _targets(self, labels: torch.Tensor | None, probabilities: torch.Tensor) -> torch.Tensor:
+        """The class each probe image is explained for: its label when ``target="true"`` and
+        labels are known, otherwise the predicted class."""
+        if self.target == "true" and labels is not None:
+            return labels
+        return probabilities.argmax(dim=1)
+
     def _predict(
         self, pl_module: LightningModule, images: torch.Tensor, labels: torch.Tensor | None
     ) -> tuple[torch.Tensor, list[str]]:
@@ -150,8 +157,7 @@ class ProbeExplainer(ProbeCallback):
             return
         images, labels = probe
         probabilities, captions = self._predict(pl_module, images, labels)
-        predicted = probabilities.argmax(dim=1)
-        targets = labels if self.target == "true" and labels is not None else predicted
+        targets = self._targets(labels, probabilities)
         maps = self._heat_maps(pl_module, images, targets.to(pl_module.device))
         for name, heat in maps.items():
             tiles = torch.stack(
