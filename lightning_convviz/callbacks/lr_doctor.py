@@ -227,12 +227,19 @@ class LearningRateDoctor(ConvVizCallback):
         self._track_loss(trainer, outputs)
         if not self._before:
             return
-        ratios = {
-            name: float(
-                (self._weights[name].detach() - before).norm() / before.norm().clamp_min(1e-12)
-            )
+        names = list(self._before)
+        measured = [
+            (self._weights[name].detach() - before).norm() / before.norm().clamp_min(1e-12)
             for name, before in self._before.items()
-        }
+        ]
+        if self._grad_norm is not None:
+            measured.append(self._grad_norm)
+        if self._first_bad_step is not None:
+            measured.append(self._first_bad_step)
+        device = measured[0].device
+        exact = torch.float32 if device.type == "mps" else torch.float64  # step numbers too
+        values = torch.stack([value.to(device, exact) for value in measured]).tolist()  # one sync
+        ratios = dict(zip(names, values, strict=False))
         self._before = {}
         step = self._batch_step
         metrics = {self._tag("update_ratio", name): ratio for name, ratio in ratios.items()}
@@ -242,7 +249,7 @@ class LearningRateDoctor(ConvVizCallback):
             del recent[:-RECENT_RATIOS]
             self._epoch_ratios.setdefault(name, []).append(ratio)
         if self._grad_norm is not None:
-            norm = float(self._grad_norm)
+            norm = values[len(names)]
             history = self._history
             largest = history.largest_grad_norm if history.grad_norm_count >= 3 else math.inf
             if not math.isfinite(norm) or norm > self.explosion_factor * largest:
@@ -261,7 +268,7 @@ class LearningRateDoctor(ConvVizCallback):
             self._epoch_grad_norms += 1
             self._epoch_largest_grad_norm = max(self._epoch_largest_grad_norm, norm)
             metrics[self._tag("grad_norm")] = norm
-        first_bad = -1 if self._first_bad_step is None else int(self._first_bad_step)
+        first_bad = -1 if self._first_bad_step is None else int(values[-1])
         if first_bad >= 0:
             self._find(
                 "nonfinite_loss",
