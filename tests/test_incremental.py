@@ -143,6 +143,26 @@ def test_a_disagreement_is_caught_warned_and_the_plain_pass_used(
     assert_close(found, expected)
 
 
+def test_a_traced_graph_that_fails_to_run_falls_back_to_the_plain_pass() -> None:
+    class Wrapper(nn.Module):
+        """Unwraps Hugging Face-style outputs: fx traces ``hasattr(proxy, "logits")`` as true,
+        so the traced graph reads ``.logits`` of a tensor and fails when it runs."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _ready(Zoo())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.net(x)
+            return out.logits if hasattr(out, "logits") else out
+
+    model, images = Wrapper(), torch.randn(2, 3, 40, 36)
+    expected = occlusion(model, images, 1, 8, 8, incremental=False)
+    with pytest.warns(RuntimeWarning, match="incremental forward pass failed .*AttributeError"):
+        found = occlusion(model, images, 1, 8, 8)
+    assert_close(found, expected)
+
+
 def test_large_changed_regions_switch_to_full_maps(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _ready(Zoo())
     images = torch.randn(2, 3, 40, 36)
