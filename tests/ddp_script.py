@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_convviz as convviz
 from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
+from lightning_convviz.functional import Site
 
 
 class SignNet(TinyCNN):
@@ -129,7 +130,7 @@ def main(out: str, devices: int, faults: bool = False) -> None:
         Path(out, f"faults_rank{trainer.global_rank}.json").write_text(json.dumps(report))
         return
     if trainer.global_rank == 0:
-        top = monitors["top"]._states["sign"]
+        top = monitors["top"]._states[Site("sign", 1)]
         summary = {
             "seconds": seconds,
             "world_size": trainer.world_size,

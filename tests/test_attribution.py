@@ -423,7 +423,7 @@ def test_bad_input_gets_a_clear_value_error(call: Any, message: str) -> None:
 
 
 def test_grad_cam_needs_a_conv_or_a_layer() -> None:
-    with pytest.raises(ValueError, match=r"^layer: Sequential has no convolution"):
+    with pytest.raises(ValueError, match=r"^layer: the forward pass of Sequential calls no conv"):
         grad_cam(linear_model(), torch.randn(1, 2, 2, 2), 0)
 
 

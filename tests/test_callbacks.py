@@ -19,7 +19,7 @@ from lightning_convviz import (
     ActivationStatsMonitor,
     FilterMonitor,
 )
-from lightning_convviz.functional import filter_noise_score
+from lightning_convviz.functional import Site, filter_noise_score
 
 LOG = "run/version_0"
 
@@ -249,7 +249,7 @@ def test_dead_judgement_covers_the_whole_window() -> None:
     alive_then_silent = [torch.ones(1, 2, 1, 1), -torch.ones(1, 2, 1, 1), -torch.ones(1, 2, 1, 1)]
     dead_counts = []
     for output in alive_then_silent:
-        monitor._accumulate("relu1", output)
+        monitor._accumulate(Site("relu1", 1), output)
         monitor._flush(trainer)  # type: ignore[arg-type]
         counts, _ = monitor._window_totals()["relu1"]
         dead_counts.append(int((counts == 0).sum()))

@@ -1,4 +1,4 @@
-"""Layer selection and activation capture."""
+"""Layer selection, call sites and activation capture."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ from helpers import TinyCNN, hook_count
 from torch import nn
 
 from lightning_convviz.functional import (
+    ACTIVATION_SITES,
+    CallSites,
+    Site,
     capture_activations,
     conv_layers,
-    default_activation_layers,
-    hook_outputs,
     resolve_layers,
+    resolve_single_site,
+    site_name,
+    split_selector,
+    survey,
 )
+from lightning_convviz.functional.defaults import choose_activation_sites
 
 
 class FunctionalReluNet(nn.Module):
@@ -34,24 +40,115 @@ class FunctionalReluNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+def default_sites(model: nn.Module, side: int = 32) -> list[str]:
+    with torch.no_grad(), capture_activations(model.eval()) as acts:
+        model(torch.randn(1, 3, side, side))
+    return list(acts)
+
+
 def test_default_layers_are_each_conv_blocks_activation() -> None:
-    assert list(default_activation_layers(TinyCNN())) == ["relu1", "relu2"]
+    assert default_sites(TinyCNN(), 16) == ["relu1", "relu2"]
 
 
 def test_default_layers_without_activation_modules_take_conv_or_norm_output() -> None:
-    assert list(default_activation_layers(FunctionalReluNet())) == ["bn1", "conv2"]
+    assert default_sites(FunctionalReluNet()) == ["bn1", "conv2"]
 
 
-def test_default_layers_on_resnet_select_shared_relu_once() -> None:
-    names = list(default_activation_layers(torchvision.models.resnet18()))
-    assert names[:4] == ["relu", "layer1.0.relu", "layer1.0.bn2", "layer1.1.relu"]
-    assert len(names) == len(set(names))
-    assert "layer2.0.downsample.1" in names
+def test_default_sites_follow_the_calls_of_resnet_blocks() -> None:
+    # BasicBlock: relu after bn1, relu after the residual sum; the downsample shares the second
+    assert default_sites(torchvision.models.resnet18())[:5] == [
+        "relu",
+        "layer1.0.relu:1",
+        "layer1.0.relu:2",
+        "layer1.1.relu:1",
+        "layer1.1.relu:2",
+    ]
+    # Bottleneck: three calls, 64, 64 and 256 channels; no BatchNorm output stands in for them
+    model = torchvision.models.resnet50().eval()
+    with torch.no_grad(), capture_activations(model) as acts:
+        model(torch.randn(1, 3, 64, 64))
+    assert [acts[f"layer1.0.relu:{k}"].shape[1] for k in (1, 2, 3)] == [64, 64, 256]
+    assert len(acts) == 1 + 16 * 3 and not any("bn" in name for name in acts)
+
+
+def test_channels_last_blocks_are_read_with_their_channels_first() -> None:
+    # ConvNeXt: depthwise conv, channels-last LayerNorm, Linear, GELU, Linear: the GELU is the
+    # block's activation, on a N x H x W x 4C map, captured as N x 4C x H x W
+    model = torchvision.models.convnext_tiny().eval()
+    with torch.no_grad(), capture_activations(model) as acts:
+        model(torch.randn(1, 3, 64, 64))
+    assert next(iter(acts)) == "features.1.0.block.4"
+    assert tuple(acts["features.1.0.block.4"].shape) == (1, 4 * 96, 16, 16)
+    assert len(acts) == 3 + 3 + 9 + 3
+
+
+def test_a_module_called_twice_gives_two_sites_with_their_own_outputs() -> None:
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), relu, nn.Conv2d(2, 3, 1), relu)
+    with capture_activations(model, "1") as acts:
+        model(torch.randn(2, 1, 6, 6))
+    assert {name: a.shape[1] for name, a in acts.items()} == {"1:1": 2, "1:2": 3}
+    with capture_activations(model, "1:2") as acts:
+        model(torch.randn(2, 1, 6, 6))
+    assert list(acts) == ["1:2"]
+    with (
+        pytest.raises(ValueError, match=r"no such call: 1:3 \(1 is called 2 times per forward"),
+        capture_activations(model, "1:3"),
+    ):
+        model(torch.randn(2, 1, 6, 6))
+
+
+def test_calls_are_counted_per_forward_pass_of_the_outermost_module() -> None:
+    # a LightningModule-like wrapper that calls its submodule, twice per step here
+    inner = torchvision.models.resnet18().eval()
+    wrapper = nn.Module()
+    wrapper.net = inner
+    sites = CallSites(wrapper, resolve_layers(wrapper, "net.layer1.0.relu"), None)
+    seen: list[Site] = []
+    with sites.attached(lambda site, output: seen.append(site)):
+        for _ in range(2):
+            inner(torch.randn(1, 3, 32, 32))
+    assert [site.call for site in seen] == [1, 2, 1, 2]
+    assert sites.calls == {"net.layer1.0.relu": 2}
+    assert [sites.name(site) for site in seen[:2]] == ["net.layer1.0.relu:1", "net.layer1.0.relu:2"]
+
+
+def test_hooks_are_removed_after_a_forward_that_raises() -> None:
+    model = torchvision.models.resnet18().eval()
+    sites = CallSites(model, None, ACTIVATION_SITES)
+    before = hook_count(model)
+    with pytest.raises(RuntimeError), sites.attached():
+        assert hook_count(model) > before
+        model(torch.randn(1, 5, 32, 32))  # wrong channel count: the stem raises
+    assert hook_count(model) == before
+    # a later pass still starts counting at 1 (the always-called hook closed the failed one)
+    with torch.no_grad(), sites.attached():
+        model(torch.randn(1, 3, 32, 32))
+    assert sites.chosen is not None and Site("layer1.0.relu", 2) in sites.chosen
+
+
+def test_site_names_and_selectors() -> None:
+    assert site_name("relu", 1, 1) == "relu" and site_name("relu", 2, 3) == "relu:2"
+    assert split_selector("layer1.0.relu:3") == ("layer1.0.relu", 3)
+    assert split_selector("layer1.*") == ("layer1.*", None)
+    model = torchvision.models.resnet18()
+    assert list(resolve_layers(model, "layer1.*.relu:2")) == ["layer1.0.relu:2", "layer1.1.relu:2"]
+    assert resolve_single_site(model, "layer2.0.relu:1")[::2] == ("layer2.0.relu", 1)
+
+
+def test_survey_sees_what_eval_mode_calls() -> None:
+    googlenet = torchvision.models.googlenet(aux_logits=True, init_weights=False)
+    calls, output_shape = survey(googlenet, torch.randn(1, 3, 64, 64))
+    called = {call.site.module for call in calls}
+    assert "aux1.conv.conv" not in called and "inception5b.branch1.conv" in called
+    assert output_shape == (1, 1000)
+    assert googlenet.training  # as before
+    sites = choose_activation_sites(calls)
+    assert all(name.endswith(".bn") for name, _ in sites)  # BasicConv2d calls F.relu
 
 
 def test_no_conv_selects_nothing() -> None:
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
-    assert default_activation_layers(model) == {}
     with pytest.raises(ValueError, match="no convolution layer"), capture_activations(model):
         pass
 
@@ -68,6 +165,8 @@ def test_select_by_name_glob_type_and_module() -> None:
 def test_unknown_name_lists_available_layers() -> None:
     with pytest.raises(ValueError, match=r"no module named 'conv9'.*conv1 \(Conv2d\)"):
         resolve_layers(TinyCNN(), "conv9")
+    with pytest.raises(ValueError, match=r"no module named 'conv9'"):
+        resolve_layers(TinyCNN(), "conv9:2")
 
 
 def test_foreign_module_and_bad_selector_are_rejected() -> None:
@@ -84,7 +183,7 @@ def test_capture_returns_detached_outputs_and_removes_hooks() -> None:
     before = hook_count(model)
     x = torch.randn(2, 3, 16, 16, requires_grad=True)
     with capture_activations(model, ["conv1", "relu2"]) as acts:
-        assert hook_count(model) == before + 2
+        assert hook_count(model) > before
         model(x)
     assert hook_count(model) == before
     assert set(acts) == {"conv1", "relu2"}
@@ -96,10 +195,7 @@ def test_capture_returns_detached_outputs_and_removes_hooks() -> None:
 def test_hooks_removed_when_body_raises() -> None:
     model = TinyCNN()
     before = hook_count(model)
-    with (
-        pytest.raises(RuntimeError, match="boom"),
-        hook_outputs(resolve_layers(model), lambda name, out: None),
-    ):
+    with pytest.raises(RuntimeError, match="boom"), capture_activations(model):
         assert hook_count(model) > before
         raise RuntimeError("boom")
     assert hook_count(model) == before

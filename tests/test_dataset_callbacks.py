@@ -15,7 +15,7 @@ from PIL import Image
 
 from lightning_convviz import EmbeddingMonitor, MaxActivationMonitor
 from lightning_convviz.demo import train
-from lightning_convviz.functional import capture_activations
+from lightning_convviz.functional import Site, capture_activations
 
 LOG = "run/version_0"
 
@@ -33,7 +33,7 @@ def test_top_patches_equal_a_brute_force_pass_over_the_validation_set(tmp_path: 
     for name in ("conv1", "conv2"):
         best = activations[name][:, [0, 2]].flatten(2).max(dim=2).values  # (N, 2)
         values, ids = best.T.sort(dim=1, descending=True, stable=True)
-        state = monitor._states[name]
+        state = monitor._states[Site(name, 1)]
         torch.testing.assert_close(state.values, values[:, :3])
         assert torch.equal(state.ids, ids[:, :3])
     events = read_events(tmp_path / LOG)
@@ -47,13 +47,14 @@ def test_top_patches_equal_a_brute_force_pass_over_the_validation_set(tmp_path: 
         3,
     )
     # conv2 sees 5 x 5 pixels: its crops are the receptive field of the winning unit
-    assert monitor._crops["conv2"].shape[-2:] == (5, 5)
+    assert monitor._crops[Site("conv2", 1)].shape[-2:] == (5, 5)
 
 
 def test_default_layers_and_bad_channels(tmp_path: Path) -> None:
     monitor = MaxActivationMonitor(channels=3, k=2)
     fit(tmp_path, [monitor], num_sanity_val_steps=0)
-    assert list(monitor._layers) == ["conv2"]  # middle and last conv of two convs: conv2
+    assert monitor._sites is not None  # middle and last conv of two convs: conv2
+    assert monitor._sites.chosen == [Site("conv2", 1)]
     with pytest.raises(MisconfigurationException, match="channel 9 does not exist in 'conv1'"):
         fit(tmp_path / "b", [MaxActivationMonitor(layers="conv1", channels=[9])])
     for bad in (0, [], [1, 1], [-1], "3"):
@@ -91,14 +92,22 @@ def test_sprite_fits_the_projector_limit(tmp_path: Path) -> None:
     assert grid.shape == (20 * 102, 20 * 102, 3)  # 2048 // 20 px per cell
 
 
-def test_embedding_needs_a_linear_layer_or_a_named_one(tmp_path: Path) -> None:
+def test_embedding_without_a_classifier_says_it_does_not_apply(tmp_path: Path) -> None:
     class NoLinear(TinyCNN):
+        """Returns pooled features: no layer produces class scores."""
+
         def __init__(self) -> None:
             super().__init__()
             self.head = torch.nn.Identity()  # type: ignore[assignment]
 
-    with pytest.raises(MisconfigurationException, match=r"has no nn\.Linear"):
-        fit(tmp_path, [EmbeddingMonitor()], NoLinear())
+    monitor = EmbeddingMonitor()
+    message = (
+        r"EmbeddingMonitor does not apply to NoLinear: the forward pass calls no layer for "
+        r"the input of the classifier .* It is off for this run; training goes on\."
+    )
+    with pytest.warns(UserWarning, match=message):
+        fit(tmp_path, [monitor], NoLinear())
+    assert not monitor._enabled and monitor.embedded_samples == []
     for factory, argument in [
         (lambda: EmbeddingMonitor(max_samples=4), "max_samples"),
         (lambda: EmbeddingMonitor(perplexity=0), "perplexity"),

@@ -11,6 +11,7 @@ from helpers import TinyCNN, every_callback, hook_count, make_trainer, read_even
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_convviz as convviz
+from lightning_convviz.functional import Site
 
 
 def channels_last_data(seed: int) -> DataLoader[Any]:
@@ -73,4 +74,4 @@ def test_every_callback_with_a_compiled_model(tmp_path: Path) -> None:
     )
     # validation-time hooks see the (eager) forward: every top-k slot is filled
     top = next(c for c in trainer.callbacks if isinstance(c, convviz.MaxActivationMonitor))
-    assert (top._states["conv2"].ids >= 0).all()
+    assert (top._states[Site("conv2", 1)].ids >= 0).all()

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from receptive_oracle import gradient_support
 from torch import nn
 
-from lightning_convviz.functional import ReceptiveField, crop_receptive_field, receptive_field
+from lightning_convviz.functional import (
+    ReceptiveField,
+    capture_activations,
+    crop_receptive_field,
+    receptive_field,
+)
 
 
 def probe_support(
@@ -92,23 +98,105 @@ def test_resnet18_fields_are_the_published_ones() -> None:
     assert receptive_field(model, "layer4.1.conv2").jump == (32, 32)
 
 
-def test_unknown_operations_and_untraceable_models_are_named() -> None:
-    model = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2), nn.Conv2d(1, 1, 3))
-    with pytest.raises(ValueError, match="no receptive-field rule for Upsample"):
-        receptive_field(model, "2")
+#: Published receptive fields of whole blocks (Araujo et al., Distill 2019;
+#: google-research/receptive_field): model, block, input side, field, jump.
+PUBLISHED = [
+    ("alexnet", "features", 224, 195, 32),
+    ("vgg11", "features", 224, 150, 32),
+    ("vgg16", "features", 224, 212, 32),
+    ("inception_v3", "Mixed_7c", 299, 1311, 32),
+    ("resnet18", "layer4", 224, 435, 32),
+    # torchvision's ResNet-50 strides in the first unit's 3x3 conv (v1.5): 427, checked with the
+    # gradient oracle at 480 px; the published 483 is TF-slim's v1, which strides at the end
+    ("resnet50", "layer4", 224, 427, 32),
+]
 
+
+def build(name: str) -> nn.Module:
+    extra = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    return torchvision.models.get_model(name, weights=None, **extra)
+
+
+@pytest.mark.parametrize(("name", "layer", "side", "size", "jump"), PUBLISHED)
+def test_published_fields_of_whole_blocks(
+    name: str, layer: str, side: int, size: int, jump: int
+) -> None:
+    field = receptive_field(build(name), layer, torch.zeros(1, 3, side, side))
+    assert (field.size, field.jump) == ((size, size), (jump, jump))
+
+
+#: Blocks through what the issue listed: containers, torch.cat, functional pooling,
+#: squeeze-and-excitation gates, channel shuffle, channels-last blocks. Field sizes are checked
+#: against the gradient oracle, at the centre unit and at the corner unit (whose field is cut by
+#: the image border, which checks where the field starts).
+ORACLE = [
+    ("resnet50", "layer2", 160),
+    ("resnet50", "layer1.2.relu:3", 96),
+    ("densenet121", "features.denseblock1", 128),  # torch.cat
+    ("googlenet", "inception3b", 128),  # branches with pooling modules
+    ("inception_v3", "Mixed_5b", 160),  # F.avg_pool2d inside the block
+    ("mobilenet_v3_large", "features.6", 160),  # squeeze-and-excitation, Hardswish
+    ("efficientnet_b0", "features.3", 128),  # squeeze-and-excitation, SiLU
+    ("regnet_y_400mf", "trunk_output.block2", 96),  # squeeze-and-excitation
+    ("shufflenet_v2_x0_5", "stage2", 96),  # chunk, channel shuffle (view / transpose)
+    ("convnext_tiny", "features.1", 128),  # 4x4 stem, permute, LayerNorm, Linear, GELU
+]
+
+
+@pytest.mark.parametrize(("name", "layer", "side"), ORACLE)
+def test_block_fields_equal_the_gradient_oracle(name: str, layer: str, side: int) -> None:
+    model = build(name)
+    shape = (side, side)
+    field = receptive_field(model, layer, torch.zeros(1, 3, *shape))
+    assert field.size[0] < side  # the centre unit's field lies inside the image
+    with torch.no_grad():
+        out_h, out_w = _output_size(model, layer, shape)
+    units = [(out_h // 2, out_w // 2), (0, 0)]
+    expected = gradient_support(model, layer, shape, units)
+    assert [clipped(field.region(*unit), shape) for unit in units] == expected
+
+
+def _output_size(model: nn.Module, layer: str, shape: tuple[int, int]) -> tuple[int, int]:
+    with capture_activations(model.eval(), layer) as acts:
+        model(torch.zeros(1, 3, *shape))
+    height, width = next(iter(acts.values())).shape[2:]
+    return int(height), int(width)
+
+
+def test_unknown_operations_are_named_and_what_is_not_on_the_way_does_not_matter() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2), nn.Conv2d(1, 1, 3))
+    with pytest.raises(ValueError, match="no receptive-field rule for 'interpolate' on the way"):
+        receptive_field(model, "2")
+    assert receptive_field(model, "0").size == (3, 3)  # the upsampling comes after
+    pooled = nn.Sequential(nn.Conv2d(1, 1, 3), nn.AdaptiveAvgPool2d(4), nn.Conv2d(1, 1, 3))
+    with pytest.raises(ValueError, match=r"adaptive_avg_pool2d to \(4, 4\), whose windows"):
+        receptive_field(pooled, "2")
+    with pytest.raises(ValueError, match="global pooling of the map; each sees the whole image"):
+        receptive_field(torchvision.models.resnet18(), "avgpool")
+    with pytest.raises(ValueError, match="layers: "):
+        receptive_field(model, "conv9")
+    # a module called twice must be named with its call
+    with pytest.raises(ValueError, match=r"called 2 times .* layer1.0.relu:1, layer1.0.relu:2"):
+        receptive_field(torchvision.models.resnet18(), "layer1.0.relu")
+    # GoogLeNet in train mode calls its auxiliary heads (adaptive pooling, linear layers); the
+    # field is measured in eval mode, where they are not called, and the mode is kept
+    googlenet = build("googlenet")
+    assert receptive_field(googlenet, "inception4e").jump == (16, 16) and googlenet.training
+
+
+def test_data_dependent_models_are_followed_eagerly() -> None:
     class Branchy(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.conv = nn.Conv2d(1, 1, 3)
+            self.wide = nn.Conv2d(1, 1, 5)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x) if x.sum() > 0 else x
+            return self.conv(x) if x.sum() >= 0 else self.wide(x)
 
-    with pytest.raises(ValueError, match="cannot trace Branchy"):
-        receptive_field(Branchy(), "conv")
-    with pytest.raises(ValueError, match="layers: "):
-        receptive_field(model, "conv9")
+    assert receptive_field(Branchy(), "conv", torch.zeros(1, 1, 8, 8)).size == (3, 3)
+    with pytest.raises(ValueError, match="'wide' is not reached"):
+        receptive_field(Branchy(), "wide", torch.zeros(1, 1, 8, 8))
 
 
 def test_crops_follow_the_unit_and_fill_outside_with_the_minimum() -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from torch import nn
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.explainer import ProbeCallback
-from lightning_convviz.functional.capture import LayerSpec, capture_activations
+from lightning_convviz.functional.capture import LayerSpec, capture_sites
+from lightning_convviz.functional.defaults import ACTIVATION_SITES
 from lightning_convviz.functional.guard import preserved_state
+from lightning_convviz.functional.sites import CallSites
 
 __all__ = ["ActivationMapMonitor"]
 
@@ -33,13 +34,15 @@ class ActivationMapMonitor(ProbeCallback):
         >>> from pytorch_lightning import Trainer
         >>> trainer = Trainer(callbacks=[ActivationMapMonitor(num_probe_images=2)])
 
-    Logged tags (``<layer>`` is the module's ``named_modules()`` name):
+    Logged tags (``<layer>`` is the site: the module's ``named_modules()`` name, with ``:<k>`` for
+    the k-th call of a module called several times per forward pass):
         * ``activation_maps/<layer>`` (image, TensorBoard), at ``global_step``.
 
     Args:
-        layers: Which modules to show: ``None`` (every conv block's activation), a name or glob,
-            a module, a module type, or a list of those. Only 4-D outputs (``N x C x H x W``)
-            are drawn.
+        layers: Which modules to show: ``None`` (every conv block's activation, found from the
+            calls of the forward pass), a name or glob (with ``:<k>`` for one call), a module, a
+            module type, or a list of those. Every call of a selected module is drawn on its own;
+            only 4-D outputs (``N x C x H x W``) are drawn.
         probe_images: Fixed inputs ``N x C x H x W`` to use instead of validation images.
         num_probe_images: How many validation images to take (ignored with ``probe_images``).
         every_n_epochs: Draw after every this many training epochs.
@@ -69,32 +72,33 @@ class ActivationMapMonitor(ProbeCallback):
         check_positive_int("max_channels", max_channels)
         self.layers = layers
         self.max_channels = max_channels
-        self._layers: dict[str, nn.Module] = {}
+        self._sites: CallSites | None = None
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(layers=repr(self.layers), every=self.every_n_epochs)
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._layers = self._resolve(pl_module, self.layers)
+        # its own diagnostic pass on the probe is what it watches
+        self._sites = self._call_sites(pl_module, self.layers, ACTIVATION_SITES, collecting=False)
 
     # -- drawing (at the start of training and every ``every_n_epochs``, see ProbeCallback) ----
 
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         writer = self._writer(trainer)
         probe_set = self._probe_on_device(trainer, pl_module)
-        if writer is None or probe_set is None:
+        if writer is None or probe_set is None or self._sites is None:
             return
         probe = probe_set[0]
         with (
             preserved_state(pl_module),
             torch.no_grad(),
-            capture_activations(pl_module, list(self._layers.values())) as activations,
+            capture_sites(self._sites) as activations,
         ):
             pl_module(probe)
-        for name in self._layers:
-            activation = activations.get(name)
-            if activation is None or activation.ndim != 4:
+        self._sites_found(self._sites)
+        for name, activation in activations.items():
+            if activation.ndim != 4:
                 continue
             rows = [
                 render.activation_map_panel(

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from torch import nn
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import (
@@ -22,12 +21,14 @@ from lightning_convviz.functional.activity import (
     dead_fraction,
     sparsity,
 )
-from lightning_convviz.functional.capture import LayerSpec, hook_outputs
+from lightning_convviz.functional.capture import LayerSpec
+from lightning_convviz.functional.defaults import ACTIVATION_SITES
+from lightning_convviz.functional.sites import CallSites, Site, split_selector
 
 __all__ = ["ActivationStatsMonitor"]
 
-# One logging interval's accumulation: {layer: (positive counts per channel, elements per channel)}
-_Chunk = dict[str, tuple[torch.Tensor, int]]
+# One logging interval's accumulation: {site: (positive counts per channel, elements per channel)}
+_Chunk = dict[Site, tuple[torch.Tensor, int]]
 
 
 class ActivationStatsMonitor(ConvVizCallback):
@@ -43,8 +44,12 @@ class ActivationStatsMonitor(ConvVizCallback):
     * **dead filters**: channels with no positive element for any input of the window. A rising
       dead fraction is the classic sign of a learning rate that is too high.
 
-    Layers default to the output of every conv block's activation (see
-    :func:`lightning_convviz.functional.default_activation_layers`).
+    Each call of a module is its own site: torchvision's ``Bottleneck`` calls one ``relu`` three
+    times, and a channel dead after ``bn1`` but alive after the residual sum reads dead at
+    ``layer1.0.relu:1`` and alive at ``layer1.0.relu:3`` (site names: see
+    :mod:`lightning_convviz.functional.sites`). Sites default to every conv block's activation,
+    found from the calls of the first training forward pass (see
+    :data:`lightning_convviz.functional.ACTIVATION_SITES`; an info message lists them).
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -54,7 +59,8 @@ class ActivationStatsMonitor(ConvVizCallback):
         ...     logger=TensorBoardLogger("runs"),
         ... )
 
-    Logged tags (``<layer>`` is the module's ``named_modules()`` name):
+    Logged tags (``<layer>`` is the site: the module's ``named_modules()`` name, with ``:<k>``
+    for the k-th call of a module called several times per forward pass):
         * ``activation_stats/sparsity/<layer>`` (scalar, every logger)
         * ``activation_stats/dead_fraction/<layer>`` (scalar, every logger)
         * ``activation_stats/dead_channels/<layer>`` (scalar count, every logger)
@@ -67,7 +73,8 @@ class ActivationStatsMonitor(ConvVizCallback):
 
     Args:
         layers: Which modules to watch: ``None`` (every conv block's activation), a
-            ``named_modules()`` name or glob, a module, a module type, or a list of those.
+            ``named_modules()`` name or glob (with ``:<k>`` for the k-th call only), a module, a
+            module type, or a list of those. Every call of a selected module is a site.
         every_n_steps: Log every this many training batches; ``None`` uses the Trainer's
             ``log_every_n_steps``.
         window_steps: How many recent training batches a channel must stay silent over to count
@@ -108,7 +115,7 @@ class ActivationStatsMonitor(ConvVizCallback):
         self.log_images = log_images
         self.detail_every_n_logs = detail_every_n_logs
         self._logs_written = 0
-        self._layers: dict[str, nn.Module] = {}
+        self._sites: CallSites | None = None
         self._interval = 1
         self._window: deque[_Chunk] = deque(maxlen=1)
         self._current: _Chunk = {}
@@ -120,7 +127,7 @@ class ActivationStatsMonitor(ConvVizCallback):
         return self._generate_state_key(layers=repr(self.layers), every_n_steps=self.every_n_steps)
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._layers = self._resolve(pl_module, self.layers)
+        self._sites = self._call_sites(pl_module, self.layers, ACTIVATION_SITES)
         self._interval = self.every_n_steps or max(
             1, int(getattr(trainer, "log_every_n_steps", 50))
         )
@@ -129,23 +136,25 @@ class ActivationStatsMonitor(ConvVizCallback):
 
     # -- counting ------------------------------------------------------------------------------
 
-    def _accumulate(self, name: str, output: torch.Tensor) -> None:
+    def _accumulate(self, site: Site, output: torch.Tensor) -> None:
         if output.ndim < 2:
             return
-        counts = channel_positive_counts(output.detach())
+        assert self._sites is not None
+        output = output.detach().movedim(self._sites.channel_dim(site), 1)
+        counts = channel_positive_counts(output)
         elements = output.numel() // output.shape[1]
-        previous = self._current.get(name)
+        previous = self._current.get(site)
         if previous is None or previous[0].shape != counts.shape:
-            self._current[name] = (counts, elements)
+            self._current[site] = (counts, elements)
         else:
-            self._current[name] = (previous[0].to(counts.device) + counts, previous[1] + elements)
+            self._current[site] = (previous[0].to(counts.device) + counts, previous[1] + elements)
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._enabled:
+        if self._enabled and self._sites is not None:
             self._hooks.close()
-            self._hooks.enter_context(hook_outputs(self._layers, self._safe(self._accumulate)))
+            self._hooks.enter_context(self._sites.attached(self._safe(self._accumulate)))
 
     def on_train_batch_end(
         self,
@@ -156,6 +165,8 @@ class ActivationStatsMonitor(ConvVizCallback):
         batch_idx: int,
     ) -> None:
         self._hooks.close()
+        if self._enabled and self._sites is not None:
+            self._sites_found(self._sites)
         self._batches_in_interval += 1  # on a rank that failed too: the vote stays in step
         if self._batches_in_interval >= self._interval and self._ranks_agree(trainer):
             self._flush(trainer)
@@ -169,15 +180,22 @@ class ActivationStatsMonitor(ConvVizCallback):
     # -- judging and logging -------------------------------------------------------------------
 
     def _window_totals(self) -> dict[str, tuple[torch.Tensor, int]]:
-        totals: dict[str, tuple[torch.Tensor, int]] = {}
+        """The window's counts per selected site, by site name, in call order."""
+        totals: dict[Site, tuple[torch.Tensor, int]] = {}
         for chunk in self._window:
-            for name, (counts, elements) in chunk.items():
-                if name in totals and totals[name][0].shape == counts.shape:
-                    summed = totals[name][0] + counts.to(totals[name][0].device)
-                    totals[name] = (summed, totals[name][1] + elements)
+            for site, (counts, elements) in chunk.items():
+                if site in totals and totals[site][0].shape == counts.shape:
+                    summed = totals[site][0] + counts.to(totals[site][0].device)
+                    totals[site] = (summed, totals[site][1] + elements)
                 else:
-                    totals[name] = (counts, elements)
-        return {name: totals[name] for name in self._layers if name in totals}
+                    totals[site] = (counts, elements)
+        sites = self._sites
+        if sites is None:
+            return {}
+        order = list(dict.fromkeys([*sites.order, *sorted(totals)]))
+        return {
+            sites.name(site): totals[site] for site in order if site in totals and sites.keeps(site)
+        }
 
     def _flush(self, trainer: Trainer) -> None:
         self._window.append(self._current)
@@ -231,7 +249,10 @@ class ActivationStatsMonitor(ConvVizCallback):
 
     def state_dict(self) -> dict[str, Any]:
         def to_cpu(chunk: _Chunk) -> dict[str, tuple[torch.Tensor, int]]:
-            return {name: (counts.cpu(), elements) for name, (counts, elements) in chunk.items()}
+            name = self._sites.name if self._sites is not None else lambda site: site.module
+            return {
+                name(site): (counts.cpu(), elements) for site, (counts, elements) in chunk.items()
+            }
 
         return {
             "batches_in_interval": self._batches_in_interval,
@@ -243,7 +264,13 @@ class ActivationStatsMonitor(ConvVizCallback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._batches_in_interval = int(state_dict["batches_in_interval"])
         self._logs_written = int(state_dict.get("logs_written", 0))
-        self._current = dict(state_dict["current"])
+        self._current = _sites_of(state_dict["current"])
         self._window = deque(
-            (dict(chunk) for chunk in state_dict["window"]), maxlen=self._window.maxlen
+            (_sites_of(chunk) for chunk in state_dict["window"]), maxlen=self._window.maxlen
         )
+
+
+def _sites_of(chunk: dict[str, tuple[torch.Tensor, int]]) -> _Chunk:
+    """A checkpointed chunk, keyed by site names, with :class:`Site` keys."""
+    sites = {name: split_selector(name) for name in chunk}
+    return {Site(module, call or 1): chunk[name] for name, (module, call) in sites.items()}

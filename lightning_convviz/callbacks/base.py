@@ -28,15 +28,18 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_convviz.functional.capture import LayerSpec, resolve_layers
+from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
+from lightning_convviz.functional.guard import in_diagnostic
+from lightning_convviz.functional.sites import CallSites, SiteRule
 
 __all__ = [
     "ConvVizCallback",
+    "NotApplicable",
     "check_layers_argument",
     "check_positive_int",
     "clone_for_autograd",
@@ -93,6 +96,11 @@ def inputs_from_batch(batch: Any) -> torch.Tensor:
     )
 
 
+class NotApplicable(Exception):  # noqa: N818 (a verdict on the model, not an error)
+    """Raised by a callback's hook for a model it has nothing to show of (a vision transformer
+    has no conv block activations): the callback says so once and switches off."""
+
+
 def collecting_epoch(trainer: Trainer, every_n_epochs: int) -> bool:
     """Whether this validation epoch is one that a dataset callback collects: not the sanity
     check, and every ``every_n_epochs``-th epoch (the same answer on every rank)."""
@@ -131,12 +139,19 @@ def _guarded(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
             return hook(self, trainer, *args, **kwargs)
         except MisconfigurationException:
             raise  # a configuration error found late (no images in the batch): stop, clearly
+        except NotApplicable as reason:
+            self._not_applicable(pl_module, reason)
+            return None
         except Exception as error:
             self._switch_off(trainer, pl_module, name, error)
             return None
         finally:
             failure, self._forward_failure = self._forward_failure, None
-            if failure is not None and self._enabled:
+            if isinstance(failure, MisconfigurationException):
+                raise failure  # a configuration error found in a forward hook: stop, clearly
+            if isinstance(failure, NotApplicable):
+                self._not_applicable(pl_module, failure)
+            elif failure is not None and self._enabled:
                 self._switch_off(trainer, pl_module, "a forward hook", failure)
 
     return run
@@ -167,12 +182,13 @@ class ConvVizCallback(Callback):
 
     def _safe(self, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a forward-hook callback: an exception inside it is kept, not raised into the
-        user's forward pass, and switches the callback off at its next training hook."""
+        user's forward pass, and switches the callback off at its next training hook. Forward
+        passes made by diagnostics (of any callback) are not collected."""
 
         @functools.wraps(callback)
         def run(*args: Any, **kwargs: Any) -> Any:
-            if self._forward_failure is not None or not self._enabled:
-                return None
+            if self._forward_failure is not None or not self._enabled or in_diagnostic():
+                return None  # off, or a forward pass made by a diagnostic (not training's)
             try:
                 return callback(*args, **kwargs)
             except Exception as error:
@@ -207,6 +223,20 @@ class ConvVizCallback(Callback):
             with contextlib.suppress(Exception):
                 self._release_hooks()
         return False
+
+    def _not_applicable(self, pl_module: Any, reason: NotApplicable) -> None:
+        """Switch off, with one clear message, for a model this callback has nothing to show
+        of (the same decision on every rank: it comes from the model's structure)."""
+        if not self._enabled:
+            return
+        self._enabled = False
+        model = type(pl_module).__name__ if pl_module is not None else "the model"
+        rank_zero_warn(
+            f"{type(self).__name__} does not apply to {model}: {reason} It is off for this run; "
+            "training goes on."
+        )
+        with contextlib.suppress(Exception):
+            self._release_hooks()
 
     def _switch_off(
         self, trainer: Trainer, pl_module: Any, hook: str, error: BaseException
@@ -261,14 +291,11 @@ class ConvVizCallback(Callback):
         layers: LayerSpec | list[LayerSpec] | None,
         default: dict[str, nn.Module] | None = None,
     ) -> dict[str, nn.Module]:
-        """Resolve ``layers`` on the model; a clear setup error when nothing can be served."""
+        """Resolve ``layers`` (or take ``default`` for ``None``) on the model; a clear setup
+        error when nothing can be served."""
         name = type(self).__name__
         try:
-            selected = (
-                default
-                if layers is None and default is not None
-                else resolve_layers(pl_module, layers)
-            )
+            selected = default if layers is None else resolve_layers(pl_module, layers)
         except (ValueError, TypeError) as error:
             raise MisconfigurationException(f"{name}: {error}") from None
         if not selected:
@@ -277,6 +304,47 @@ class ConvVizCallback(Callback):
                 "lightning_convviz watches ConvNets; pass layers=[...] to pick modules by name."
             )
         return selected
+
+    def _call_sites(
+        self,
+        pl_module: LightningModule,
+        layers: LayerSpec | list[LayerSpec] | None,
+        rule: SiteRule,
+        collecting: bool = True,
+    ) -> CallSites:
+        """The call sites to watch: ``layers`` resolved now, or, for ``None``, the ``rule``'s
+        choice from the first forward pass (a model without convolutions fails here).
+        ``collecting`` sites watch training or validation passes (not diagnostics')."""
+        if layers is None:
+            self._resolve(pl_module, None, conv_layers(pl_module))  # "no convolution" error
+            return CallSites(pl_module, None, rule, collecting)
+        return CallSites(pl_module, self._resolve(pl_module, layers), None, collecting)
+
+    def _sites_found(self, sites: CallSites, without: str | None = None) -> None:
+        """After a forward pass: fail clearly on a selected call that does not exist, and say
+        once which sites a default rule chose; when it chose none, the callback does not apply
+        (:class:`NotApplicable`), or, if it can do ``without`` them, an info message says what
+        is missing."""
+        name = type(self).__name__
+        missing = sites.unmatched()
+        if missing:
+            raise MisconfigurationException(
+                f"{name}: layers: no such call: {'; '.join(missing)}. Number the calls from 1."
+            )
+        if sites.rule is None or sites.chosen is None or sites.announced:
+            return
+        sites.announced = True
+        if not sites.chosen:
+            calls = f"the forward pass calls no layer for {sites.rule.description}"
+            if without is None:
+                raise NotApplicable(f"{calls} (pass layers=[...] to pick modules by name).")
+            rank_zero_info(f"{name}: {calls}; {without}.")
+            return
+        names = [sites.name(site) for site in sites.chosen]
+        shown = ", ".join(names[:12]) + (
+            f", ... ({len(names) - 12} more)" if len(names) > 12 else ""
+        )
+        rank_zero_info(f"{name}: watching {sites.rule.description}: {shown}")
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -7,15 +7,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from lightning_convviz import plots, render
 from lightning_convviz.callbacks.base import (
@@ -26,7 +24,8 @@ from lightning_convviz.callbacks.base import (
     inputs_from_batch,
 )
 from lightning_convviz.callbacks.probe import labels_from_batch
-from lightning_convviz.functional.capture import LayerSpec, resolve_single_layer
+from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
+from lightning_convviz.functional.defaults import CLASSIFIER
 from lightning_convviz.functional.embedding import (
     embed_codes,
     grid_cells,
@@ -34,6 +33,7 @@ from lightning_convviz.functional.embedding import (
     trustworthiness,
 )
 from lightning_convviz.functional.guard import eager_forward
+from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site
 
 __all__ = ["EmbeddingMonitor"]
 
@@ -67,9 +67,10 @@ class EmbeddingMonitor(ConvVizCallback):
 
     Every ``every_n_epochs`` validation epochs the callback records the codes of the first
     ``max_samples`` validation samples (the same ones every time; the validation loader must
-    not shuffle): by default the input of the last ``nn.Linear``, i.e. the penultimate
-    representation after its activation, like AlexNet's 4096-d codes; with ``layer=`` the output
-    of that module, flattened. A background thread embeds them with openTSNE (PCA to 50
+    not shuffle): by default the input of the classifier (the last linear layer or convolution
+    called that produces the classes), i.e. the penultimate representation, like AlexNet's 4096-d
+    codes, averaged over the map when the classifier is a 1x1 convolution; with ``layer=`` the
+    output of that module, flattened. A background thread embeds them with openTSNE (PCA to 50
     dimensions first, a fixed seed, all cores), starting from the previous map and rotated onto
     it so that the time-lapse does not jump or mirror; the training loop only pays for moving
     the codes to the host (a few milliseconds). Results are logged, at the step they belong to,
@@ -92,8 +93,11 @@ class EmbeddingMonitor(ConvVizCallback):
           ``embedding``) with the codes, labels and a sprite within the frontend's 8192 px.
 
     Args:
-        layer: Module whose output is the code (name, module or type selecting one module);
-            ``None``: the input of the last ``nn.Linear``.
+        layer: Module whose output is the code (name, with ``:<k>`` for its k-th call, module
+            or type selecting one module), flattened; ``None``: the input of the classifier,
+            the last linear layer or convolution called that produces the classes (averaged
+            over the map for a 1x1-conv classifier such as SqueezeNet's; an info message names
+            it).
         max_samples: How many validation samples to embed (per run, over all ranks).
         every_n_epochs: Embed every this many validation epochs (the sanity check is skipped).
         perplexity: t-SNE perplexity.
@@ -109,8 +113,9 @@ class EmbeddingMonitor(ConvVizCallback):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger,
-            the layer is unknown, or ``layer=None`` and the model has no ``nn.Linear``.
+        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger or
+            the layer is unknown; at the first validation batch, when ``layer=None`` and the
+            forward pass calls no linear layer or convolution.
     """
 
     section = "embedding"
@@ -156,10 +161,9 @@ class EmbeddingMonitor(ConvVizCallback):
         self.knn_neighbors = knn_neighbors
         self.projector = projector
         self.wait_timeout = float(wait_timeout)
-        self._module: nn.Module | None = None
-        self._handle: RemovableHandle | None = None
-        self._eager: contextlib.AbstractContextManager[Any] | None = None
-        self._latest: torch.Tensor | None = None
+        self._sites: CallSites | None = None
+        self._hooks: contextlib.ExitStack | None = None
+        self._latest: dict[Site, torch.Tensor] = {}
         self._collected: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future[_Result]] = []
@@ -178,18 +182,14 @@ class EmbeddingMonitor(ConvVizCallback):
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.layer is None:
-            linears = [m for m in pl_module.modules() if isinstance(m, nn.Linear)]
-            if not linears:
-                raise MisconfigurationException(
-                    f"EmbeddingMonitor: {type(pl_module).__name__} has no nn.Linear whose input "
-                    "could serve as the code; pass layer=... (its output is used, flattened)"
-                )
-            self._module = linears[-1]
+            self._sites = CallSites(pl_module, None, CLASSIFIER, collecting=True)
             return
         try:
-            self._module = resolve_single_layer(pl_module, self.layer)
+            name, module, call = resolve_single_site(pl_module, self.layer)
         except (ValueError, TypeError) as error:
             raise MisconfigurationException(f"EmbeddingMonitor: {error}") from None
+        key = name if call is None else f"{name}{SITE_SEPARATOR}{call}"
+        self._sites = CallSites(pl_module, {key: module}, None, collecting=True)
 
     # -- collecting ----------------------------------------------------------------------------
 
@@ -198,27 +198,22 @@ class EmbeddingMonitor(ConvVizCallback):
         if (
             not self._enabled
             or not collecting_epoch(trainer, self.every_n_epochs)
-            or self._module is None
+            or self._sites is None
         ):
             return
         self._collected = []
-        self._latest = None
-        self._eager = eager_forward(pl_module)  # compiled models: the hook must run
-        self._eager.__enter__()
-        if self.layer is None:
+        self._latest = {}
 
-            def keep_input(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
-                if inputs and isinstance(inputs[0], torch.Tensor):
-                    self._latest = inputs[0].detach().flatten(1)
+        def keep(site: Site, value: torch.Tensor) -> None:
+            code = value.detach()
+            if self.layer is None and code.ndim == 4:  # a 1x1-conv classifier reads a map
+                code = code.mean(dim=(2, 3))
+            self._latest[site] = code.flatten(1)
 
-            self._handle = self._module.register_forward_pre_hook(self._safe(keep_input))
-        else:
-
-            def keep_output(_module: nn.Module, _inputs: object, output: object) -> None:
-                if isinstance(output, torch.Tensor):
-                    self._latest = output.detach().flatten(1)
-
-            self._handle = self._module.register_forward_hook(self._safe(keep_output))
+        self._hooks = contextlib.ExitStack()
+        self._hooks.enter_context(eager_forward(pl_module))  # compiled models: hooks must run
+        read: Literal["output", "input"] = "input" if self.layer is None else "output"
+        self._hooks.enter_context(self._sites.attached(self._safe(keep), read=read))
 
     def on_validation_batch_end(
         self,
@@ -229,8 +224,13 @@ class EmbeddingMonitor(ConvVizCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        codes, self._latest = self._latest, None
-        if self._handle is None or codes is None or dataloader_idx != 0:
+        latest, self._latest = self._latest, {}
+        sites = self._sites
+        if self._hooks is None or sites is None or not latest or dataloader_idx != 0:
+            return
+        self._announce_code(sites)
+        codes = next((code for site, code in latest.items() if sites.keeps(site)), None)
+        if codes is None:
             return
         quota = -(-self.max_samples // trainer.world_size)  # per rank
         remaining = quota - sum(len(part[0]) for part in self._collected)
@@ -248,7 +248,7 @@ class EmbeddingMonitor(ConvVizCallback):
         if (
             not collecting_epoch(trainer, self.every_n_epochs)
             or not self._ranks_agree(trainer)
-            or self._handle is None
+            or self._hooks is None
         ):
             return
         start = time.perf_counter()
@@ -381,14 +381,22 @@ class EmbeddingMonitor(ConvVizCallback):
 
     # -- cleanup -------------------------------------------------------------------------------
 
+    def _announce_code(self, sites: CallSites) -> None:
+        """Say once which layer gives the codes (the default rule's choice)."""
+        if sites.rule is not None and not sites.announced and sites.chosen:
+            sites.announced = True
+            rank_zero_info(
+                f"EmbeddingMonitor: the codes are the input of {sites.name(sites.chosen[0])!r}, "
+                "the classifier (the last linear layer or convolution producing the classes), "
+                "averaged over the map when it reads one"
+            )
+        self._sites_found(sites)
+
     def _release_hooks(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-        if self._eager is not None:
-            self._eager.__exit__(None, None, None)
-            self._eager = None
-        self._latest = None
+        if self._hooks is not None:
+            self._hooks.close()
+            self._hooks = None
+        self._latest = {}
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
-from torch import nn
+from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.explainer import ProbeCallback
-from lightning_convviz.functional.capture import (
-    ACTIVATION_TYPES,
-    LayerSpec,
-    default_activation_layers,
+from lightning_convviz.functional.capture import LayerSpec, conv_layers
+from lightning_convviz.functional.defaults import (
+    choose_activation_sites,
+    classifier_call,
+    selector,
+    survey,
 )
 from lightning_convviz.functional.inversion import invert
+from lightning_convviz.functional.sites import SITE_SEPARATOR
 
 __all__ = ["InversionMonitor"]
 
@@ -39,12 +46,16 @@ class InversionMonitor(ProbeCallback):
         * ``inversion/reconstructions`` (image): a row per probe image: the input, then its
           reconstruction from each layer, captioned with the layer and the code error.
         * ``inversion/code_error/<layer>`` (scalar): mean relative code error of the
-          reconstructions, ``||code(x) - code(probe)|| / ||code(probe)||``.
+          reconstructions, ``||code(x) - code(probe)|| / ||code(probe)||``. ``<layer>`` is the
+          site name (``:<k>`` for the k-th call of a module called several times), and
+          ``<classifier>:input`` for the classifier's input.
 
     Args:
         layers: Which codes: ``None`` takes the first and the last conv block's activation and
-            the activation feeding the last ``nn.Linear`` (the penultimate code); or names,
-            modules or types (each selecting one module).
+            the input of the classifier (the last linear layer or convolution called that
+            produces the classes: the penultimate code), found from the calls of the probe's
+            forward pass; or names (with ``:<k>`` for one call; a module called several times
+            is read at its last call), modules or types (each selecting one module).
         probe_images: Fixed inputs ``N x C x H x W`` instead of validation images.
         num_probe_images: How many validation images to take.
         every_n_epochs: Draw after every this many training epochs.
@@ -73,7 +84,7 @@ class InversionMonitor(ProbeCallback):
         check_positive_int("steps", steps)
         self.layers = layers
         self.steps = steps
-        self._layers: dict[str, nn.Module] = {}
+        self._codes: list[_Code] = []
 
     @property
     def state_key(self) -> str:
@@ -81,12 +92,34 @@ class InversionMonitor(ProbeCallback):
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.layers is None:
-            blocks = list(default_activation_layers(pl_module).items())
-            default = dict([blocks[0], blocks[-1]]) if blocks else {}
-            default.update(_penultimate(pl_module))
-            self._layers = self._resolve(pl_module, None, default)
+            self._resolve(pl_module, None, conv_layers(pl_module))  # "no convolution" error
+            self._codes = []
         else:
-            self._layers = self._resolve(pl_module, self.layers)
+            selected = self._resolve(pl_module, self.layers)
+            self._codes = [_Code(name, name, "output") for name in selected]
+
+    def _default_codes(self, pl_module: LightningModule, images: torch.Tensor) -> list[_Code]:
+        """The first and the last conv block's activation and the classifier's input, found
+        from the calls of the probe's forward pass (once)."""
+        calls, output_shape = survey(pl_module, images[:1])
+        blocks = list(choose_activation_sites(calls))
+        codes = [
+            _Code(selector(calls, site), selector(calls, site), "output")
+            for site in dict.fromkeys([blocks[0], blocks[-1]] if blocks else [])
+        ]
+        classifier = classifier_call(calls, output_shape)
+        if classifier is not None:
+            chosen = selector(calls, classifier.site)
+            codes.append(_Code(f"{chosen}{SITE_SEPARATOR}input", chosen, "input"))
+        if not codes:
+            raise MisconfigurationException(
+                f"InversionMonitor: the forward pass of {type(pl_module).__name__} calls no "
+                "convolution or linear layer; pass layers=[...]"
+            )
+        rank_zero_info(
+            "InversionMonitor: reconstructing from " + ", ".join(code.label for code in codes)
+        )
+        return codes
 
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         writer = self._writer(trainer)
@@ -94,15 +127,17 @@ class InversionMonitor(ProbeCallback):
         if writer is None or probe is None:
             return
         images = probe[0]
+        if not self._codes:
+            self._codes = self._default_codes(pl_module, images)
         columns = [render.thumbnails(images, self.tile_side)]
         captions = [["input"] for _ in images]
         errors = {}
-        for name, module in self._layers.items():
-            result = invert(pl_module, module, images, steps=self.steps)
+        for code in self._codes:
+            result = invert(pl_module, code.layer, images, steps=self.steps, read=code.read)
             columns.append(render.thumbnails(result.images, self.tile_side))
             for row, error in enumerate(result.code_error.tolist()):
-                captions[row].append(f"{name}\nerror {error:.3f}")
-            errors[self._tag("code_error", name)] = float(result.code_error.mean())
+                captions[row].append(f"{code.label}\nerror {error:.3f}")
+            errors[self._tag("code_error", code.label)] = float(result.code_error.mean())
         tiles = torch.stack(columns, dim=1).flatten(0, 1)
         texts = [text for row in captions for text in row]
         picture = render.labelled_grid(tiles, texts, columns=len(columns), min_side=self.tile_side)
@@ -112,13 +147,11 @@ class InversionMonitor(ProbeCallback):
         self._log_scalars(trainer, errors, trainer.global_step)
 
 
-def _penultimate(model: nn.Module) -> dict[str, nn.Module]:
-    """The last activation module before the last ``nn.Linear``, in ``named_modules()`` order."""
-    found: dict[str, nn.Module] = {}
-    candidate: tuple[str, nn.Module] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, ACTIVATION_TYPES):
-            candidate = (name, module)
-        elif isinstance(module, nn.Linear) and candidate is not None:
-            found = dict([candidate])
-    return found
+@dataclass(frozen=True)
+class _Code:
+    """One code to reconstruct from: its label in tags and captions, the layer selector, and
+    whether the layer's output or its input is the code."""
+
+    label: str
+    layer: str
+    read: Literal["output", "input"]

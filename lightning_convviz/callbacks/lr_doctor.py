@@ -14,12 +14,10 @@ from torch import nn
 
 from lightning_convviz.callbacks.base import ConvVizCallback, check_positive_int
 from lightning_convviz.functional.activity import channel_positive_counts
-from lightning_convviz.functional.capture import (
-    conv_layers,
-    default_activation_layers,
-    hook_outputs,
-)
+from lightning_convviz.functional.capture import conv_layers
+from lightning_convviz.functional.defaults import ACTIVATION_SITES
 from lightning_convviz.functional.filters import filter_noise_score
+from lightning_convviz.functional.sites import CallSites, Site
 
 __all__ = ["Finding", "LearningRateDoctor", "Verdict"]
 
@@ -155,11 +153,11 @@ class LearningRateDoctor(ConvVizCallback):
         self.explosion_factor = float(explosion_factor)
         self.slow_loss_fraction = float(slow_loss_fraction)
         self._weights: dict[str, torch.Tensor] = {}
-        self._activations: dict[str, nn.Module] = {}
+        self._sites: CallSites | None = None
         self._first_conv: tuple[str, nn.Module] | None = None
         self._before: dict[str, torch.Tensor] = {}
         self._grad_norm: torch.Tensor | None = None
-        self._counts: dict[str, torch.Tensor] = {}
+        self._counts: dict[Site, torch.Tensor] = {}
         self._hooks: Any = None
         self._loss_sum: torch.Tensor | None = None
         self._loss_steps = 0
@@ -186,7 +184,7 @@ class LearningRateDoctor(ConvVizCallback):
             for name, module in pl_module.named_modules()
             if isinstance(module, (nn.Conv2d, nn.Linear)) and module.weight.requires_grad
         }
-        self._activations = default_activation_layers(pl_module)
+        self._sites = CallSites(pl_module, None, ACTIVATION_SITES, collecting=True)
         self._every: int = self.every_n_steps or trainer.log_every_n_steps  # type: ignore[attr-defined]
 
     # -- per step --------------------------------------------------------------------------------
@@ -198,15 +196,20 @@ class LearningRateDoctor(ConvVizCallback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._batch_step = trainer.global_step  # the step this batch belongs to, as self.log
-        if not self._measuring(trainer):
+        if not self._measuring(trainer) or self._sites is None:
             return
 
-        def count(name: str, output: torch.Tensor) -> None:
-            if output.ndim >= 2:
-                counts = channel_positive_counts(output.detach())
-                self._counts[name] = self._counts.get(name, torch.zeros_like(counts)) + counts
+        sites = self._sites
 
-        self._hooks = hook_outputs(self._activations, self._safe(count))
+        def count(site: Site, output: torch.Tensor) -> None:
+            if output.ndim >= 2:
+                output = output.detach().movedim(sites.channel_dim(site), 1)
+                counts = channel_positive_counts(output)
+                previous = self._counts.get(site)
+                same = previous is not None and previous.shape == counts.shape
+                self._counts[site] = previous + counts if same else counts  # type: ignore[operator]
+
+        self._hooks = self._sites.attached(self._safe(count))
         self._hooks.__enter__()
 
     def on_before_optimizer_step(
@@ -224,6 +227,8 @@ class LearningRateDoctor(ConvVizCallback):
         if not self._enabled:
             return
         self._release_hooks()
+        if self._sites is not None:
+            self._sites_found(self._sites, without="the dead-filter signal is not measured")
         self._track_loss(trainer, outputs)
         if not self._before:
             return
@@ -303,8 +308,12 @@ class LearningRateDoctor(ConvVizCallback):
             return
         step = trainer.global_step
         metrics: dict[str, float] = {}
-        for name, counts in self._counts.items():
-            total = trainer.strategy.reduce(counts, reduce_op="sum")
+        sites = self._sites
+        measured = [] if sites is None else [s for s in sites.order if s in self._counts]
+        for site in measured:  # call order: the same on every rank
+            assert sites is not None
+            name = sites.name(site)
+            total = trainer.strategy.reduce(self._counts[site], reduce_op="sum")
             dead, channels = int((total == 0).sum()), int(total.numel())
             entries = self._history.dead.setdefault(name, [])
             entries.append((step, dead, channels))

@@ -9,7 +9,6 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import nn
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import (
@@ -19,14 +18,22 @@ from lightning_convviz.callbacks.base import (
     collecting_epoch,
     inputs_from_batch,
 )
-from lightning_convviz.functional.capture import LayerSpec, conv_layers, hook_outputs
+from lightning_convviz.functional.capture import LayerSpec
+from lightning_convviz.functional.defaults import FEATURE_CONVOLUTIONS
 from lightning_convviz.functional.guard import eager_forward
 from lightning_convviz.functional.receptive_field import (
     ReceptiveField,
     crop_receptive_field,
-    receptive_field,
+    receptive_fields,
 )
-from lightning_convviz.functional.topk import TopK, channel_maxima, topk_merge, topk_update
+from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site
+from lightning_convviz.functional.topk import (
+    ChannelMaxima,
+    TopK,
+    channel_maxima,
+    topk_merge,
+    topk_update,
+)
 
 __all__ = ["MaxActivationMonitor"]
 
@@ -38,11 +45,13 @@ class MaxActivationMonitor(ConvVizCallback):
     validation batch through forward hooks and keeps, per chosen channel, the ``k`` images
     whose largest activation in that channel is the largest, with where it occurred: memory is
     ``k`` entries per channel, never the data set. Under DDP each rank keeps its own top-k and
-    they are merged at the end of the epoch. The winning unit's receptive field (computed from
-    the layer geometry, see :func:`~lightning_convviz.functional.receptive_field`) is cropped
-    from the original image; one picture per layer has a row per channel with its ``k``
-    patches, captioned with the channel and the activation value. A receptive field at least
-    as large as the image shows the whole image.
+    they are merged at the end of the epoch. The winning unit's receptive field (found once by
+    following one validation image through the model, see
+    :func:`~lightning_convviz.functional.receptive_fields`; through residual sums,
+    concatenations, functional pooling and squeeze-and-excitation gates) is cropped from the
+    original image; one picture per layer has a row per channel with its ``k`` patches,
+    captioned with the channel and the activation value. A receptive field at least as large as
+    the image, or one that cannot be computed (a warning says why), shows the whole image.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -50,11 +59,15 @@ class MaxActivationMonitor(ConvVizCallback):
 
     Logged tags:
         * ``max_activation/<layer>`` (image, TensorBoard) at the ``global_step`` of the
-          validation epoch.
+          validation epoch; ``<layer>`` is the site name (``:<k>`` for the k-th call of a
+          module called several times per forward pass).
 
     Args:
-        layers: Which modules: ``None`` picks a middle and the last convolution; or a name,
-            glob, module, type or list of those (4-D outputs only).
+        layers: Which modules: ``None`` picks a middle and the last convolution called by the
+            validation forward pass with a map larger than 1x1 (leaving out a 1x1-conv
+            classifier, see :func:`~lightning_convviz.functional.feature_convolutions`); or a
+            name, glob (with ``:<k>`` for one call), module, type or list of those (4-D outputs
+            only). A container's site is its output (``"layer3"``).
         channels: How many channels (the first ones) or which channel indices to show.
         k: Patches per channel.
         every_n_epochs: Collect during every this many validation epochs (not the sanity check).
@@ -99,12 +112,12 @@ class MaxActivationMonitor(ConvVizCallback):
         self.k = k
         self.every_n_epochs = every_n_epochs
         self.tile_side = tile_side
-        self._layers: dict[str, nn.Module] = {}
-        self._channels: dict[str, torch.Tensor] = {}
-        self._fields: dict[str, ReceptiveField | None] = {}
-        self._states: dict[str, TopK] = {}
-        self._crops: dict[str, torch.Tensor] = {}
-        self._maxima: dict[str, torch.Tensor] = {}
+        self._sites: CallSites | None = None
+        self._channels: dict[Site, torch.Tensor] = {}
+        self._fields: dict[Site, ReceptiveField | None] = {}
+        self._states: dict[Site, TopK] = {}
+        self._crops: dict[Site, torch.Tensor] = {}
+        self._maxima: dict[Site, ChannelMaxima] = {}
         self._hooks: Any = None
         self._seen = 0
 
@@ -114,51 +127,62 @@ class MaxActivationMonitor(ConvVizCallback):
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.layers is None:
-            convs = conv_layers(pl_module)
-            names = list(convs)
-            chosen = {names[len(names) // 2], names[-1]} if names else set()
-            default = {name: module for name, module in convs.items() if name in chosen}
-            self._layers = self._resolve(pl_module, None, default)
-        else:
-            self._layers = self._resolve(pl_module, self.layers)
-        for name, module in self._layers.items():
+            self._sites = self._call_sites(pl_module, None, FEATURE_CONVOLUTIONS)
+            return
+        selected = self._resolve(pl_module, self.layers)
+        for name, module in selected.items():
             width = getattr(module, "out_channels", None)
-            wanted = list(range(self.channels)) if isinstance(self.channels, int) else self.channels
-            if width is not None:
-                if isinstance(self.channels, int):
-                    wanted = wanted[:width]
-                elif max(wanted) >= width:
+            if (
+                isinstance(self.channels, list)
+                and width is not None
+                and max(self.channels) >= width
+            ):
+                raise MisconfigurationException(
+                    f"MaxActivationMonitor: channel {max(self.channels)} does not exist in "
+                    f"{name!r}, which has {width} channels"
+                )
+        self._sites = CallSites(pl_module, selected, None, collecting=True)
+
+    def _channel_indices(self, site: Site, width: int) -> torch.Tensor:
+        """The channels shown for a site with ``width`` channels (found at its first call)."""
+        found = self._channels.get(site)
+        if found is None:
+            if isinstance(self.channels, int):
+                found = torch.arange(min(self.channels, width))
+            else:
+                if max(self.channels) >= width:
                     raise MisconfigurationException(
-                        f"MaxActivationMonitor: channel {max(wanted)} does not exist in {name!r}, "
-                        f"which has {width} channels"
+                        f"MaxActivationMonitor: channel {max(self.channels)} does not exist in "
+                        f"{self._site_name(site)!r}, which has {width} channels"
                     )
-            self._channels[name] = torch.tensor(wanted)
-            try:
-                self._fields[name] = receptive_field(pl_module, module)
-            except ValueError as error:
-                rank_zero_warn(f"MaxActivationMonitor: showing whole images for {name!r}: {error}")
-                self._fields[name] = None
+                found = torch.tensor(self.channels)
+            self._channels[site] = found
+        return found
+
+    def _site_name(self, site: Site) -> str:
+        return site.module if self._sites is None else self._sites.name(site)
 
     # -- collecting ----------------------------------------------------------------------------
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._enabled or not collecting_epoch(trainer, self.every_n_epochs):
+        if (
+            not self._enabled
+            or not collecting_epoch(trainer, self.every_n_epochs)
+            or self._sites is None
+        ):
             return
-        device = pl_module.device
-        self._states = {
-            name: TopK.empty(len(channels), self.k, device)
-            for name, channels in self._channels.items()
-        }
+        self._states = {}
         self._crops = {}
         self._seen = 0
 
-        def measure(name: str, output: torch.Tensor) -> None:
+        def measure(site: Site, output: torch.Tensor) -> None:
             if output.ndim == 4:
-                self._maxima[name] = output.detach()[:, self._channels[name].to(output.device)]
+                channels = self._channel_indices(site, output.shape[1]).to(output.device)
+                self._maxima[site] = channel_maxima(output.detach()[:, channels])
 
         self._hooks = contextlib.ExitStack()
         self._hooks.enter_context(eager_forward(pl_module))  # compiled models: hooks must run
-        self._hooks.enter_context(hook_outputs(self._layers, self._safe(measure)))
+        self._hooks.enter_context(self._sites.attached(self._safe(measure)))
 
     def on_validation_batch_end(
         self,
@@ -169,32 +193,67 @@ class MaxActivationMonitor(ConvVizCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._hooks is None or dataloader_idx != 0:
+        sites = self._sites
+        if self._hooks is None or dataloader_idx != 0 or sites is None:
             self._maxima.clear()
             return
+        self._sites_found(sites)
         images = inputs_from_batch(batch)
         # the j-th sample of rank r is sample j * world_size + r (DistributedSampler's order)
         ids = (self._seen + torch.arange(len(images))) * trainer.world_size + trainer.global_rank
         self._seen += len(images)
-        for name, activation in self._maxima.items():
-            maxima = channel_maxima(activation)
-            state, order = topk_update(self._states[name], maxima, ids)
-            self._crops[name] = self._carry_crops(name, images, state, order)
-            self._states[name] = state
+        measured = [site for site in sites.order if site in self._maxima]
+        self._find_fields(
+            pl_module, [site for site in measured if site not in self._fields], images
+        )
+        for site in measured:
+            maxima = self._maxima[site]
+            state = self._states.get(site)
+            if state is None:
+                state = TopK.empty(maxima.values.shape[1], self.k, maxima.values.device)
+            state, order = topk_update(state, maxima, ids)
+            self._crops[site] = self._carry_crops(site, images, state, order)
+            self._states[site] = state
         self._maxima.clear()
 
+    def _find_fields(
+        self, pl_module: LightningModule, sites: list[Site], images: torch.Tensor
+    ) -> None:
+        """Each new site's receptive field, from one image (whole images where it has none)."""
+        if not sites:
+            return
+        modules = dict(pl_module.named_modules())
+        wanted = {
+            f"{site.module}{SITE_SEPARATOR}{site.call}": modules[site.module] for site in sites
+        }
+        try:  # a diagnostic pass: the collecting hooks ignore it
+            with eager_forward(pl_module):
+                fields = receptive_fields(pl_module, wanted, images)
+        except ValueError as error:
+            fields = {site: error for site in sites}
+        for site in sites:
+            field = fields.get(site, ValueError("layer: not reached by the forward pass"))
+            if isinstance(field, ValueError):
+                rank_zero_warn(
+                    f"MaxActivationMonitor: showing whole images for {self._site_name(site)!r}: "
+                    f"{field}"
+                )
+                self._fields[site] = None
+            else:
+                self._fields[site] = field
+
     def _carry_crops(
-        self, name: str, images: torch.Tensor, state: TopK, order: torch.Tensor
+        self, site: Site, images: torch.Tensor, state: TopK, order: torch.Tensor
     ) -> torch.Tensor:
         """Crops for the new state: kept ones reordered, new winners cut from ``images``."""
-        field = self._fields[name]
+        field = self._fields.get(site)
         size = (
             images.shape[2:]
             if field is None
             or (field.size[0] >= images.shape[2] and field.size[1] >= images.shape[3])
             else field.size
         )
-        old = self._crops.get(name)
+        old = self._crops.get(site)
         if old is None:
             old = images.new_zeros((*order.shape, images.shape[1], *size))
         new = old.gather(
@@ -227,15 +286,17 @@ class MaxActivationMonitor(ConvVizCallback):
         writer = self._writer(trainer)
         if writer is None:
             return
-        for name, state in self._states.items():
-            if name not in self._crops:
+        for site, state in self._states.items():
+            if site not in self._crops:
                 continue
-            picture = self._picture(name, state, self._crops[name])
-            writer.add_image(self._tag(name), picture, trainer.global_step, dataformats="HWC")
+            picture = self._picture(site, state, self._crops[site])
+            writer.add_image(
+                self._tag(self._site_name(site)), picture, trainer.global_step, dataformats="HWC"
+            )
 
     def _merge_ranks(
-        self, trainer: Trainer, states: dict[str, TopK], crops: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, TopK], dict[str, torch.Tensor]]:
+        self, trainer: Trainer, states: dict[Site, TopK], crops: dict[Site, torch.Tensor]
+    ) -> tuple[dict[Site, TopK], dict[Site, torch.Tensor]]:
         merged_states, merged_crops = {}, {}
         for name, state in states.items():
             gathered = TopK(*(trainer.strategy.all_gather(part) for part in state))
@@ -251,8 +312,8 @@ class MaxActivationMonitor(ConvVizCallback):
             )
         return merged_states, merged_crops
 
-    def _picture(self, name: str, state: TopK, crops: torch.Tensor) -> Any:
-        channels = self._channels[name].tolist()
+    def _picture(self, site: Site, state: TopK, crops: torch.Tensor) -> Any:
+        channels = self._channels[site].tolist()
         tiles, captions = [], []
         for row, channel in enumerate(channels):
             for slot in range(self.k):

@@ -7,12 +7,18 @@ from collections.abc import Callable, Sequence
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.explainer import ExplainTarget, ProbeExplainer
 from lightning_convviz.functional import attribution
-from lightning_convviz.functional.capture import LayerSpec, resolve_single_layer
+from lightning_convviz.functional.capture import (
+    LayerSpec,
+    resolve_single_layer,
+    resolve_single_site,
+)
+from lightning_convviz.functional.defaults import last_feature_convolution
 
 __all__ = ["ATTRIBUTION_METHODS", "SaliencyMonitor"]
 
@@ -56,7 +62,10 @@ class SaliencyMonitor(ProbeExplainer):
         num_probe_images: How many validation images to take (ignored with ``probe_images``).
         every_n_epochs: Draw after every this many training epochs.
         target: Explain the ``"true"`` class (when known) or the ``"predicted"`` one.
-        grad_cam_layer: Layer for Grad-CAM (name, module or type); ``None``: the last conv.
+        grad_cam_layer: Layer for Grad-CAM (name, with ``:<k>`` for its k-th call, module or
+            type); ``None``: the last convolution that the eval-mode forward pass of the probe
+            calls with a map larger than 1x1, leaving out a 1x1-conv classifier (found at the
+            first drawing; an info message names it).
         smoothgrad_samples: Noisy copies per image for SmoothGrad.
         smoothgrad_noise: SmoothGrad's noise standard deviation as a fraction of the probe's
             value range (0.15 in the paper's experiments).
@@ -102,17 +111,37 @@ class SaliencyMonitor(ProbeExplainer):
         self.grad_cam_layer = grad_cam_layer
         self.smoothgrad_samples = smoothgrad_samples
         self.smoothgrad_noise = float(smoothgrad_noise)
+        self._grad_cam_site: LayerSpec | None = None
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(methods=self.methods, every=self.every_n_epochs)
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if "grad_cam" in self.methods:
+        self._grad_cam_site = None
+        if "grad_cam" not in self.methods:
+            return
+        try:
+            if self.grad_cam_layer is None:
+                resolve_single_layer(pl_module, None)  # "no convolution" fails here
+            else:
+                resolve_single_site(pl_module, self.grad_cam_layer)
+                self._grad_cam_site = self.grad_cam_layer
+        except (ValueError, TypeError) as error:
+            raise MisconfigurationException(f"{type(self).__name__}: {error}") from None
+
+    def _grad_cam_layer(self, pl_module: LightningModule, images: torch.Tensor) -> LayerSpec:
+        """The layer Grad-CAM reads: given, or found once from the probe's forward pass."""
+        if self._grad_cam_site is None:
             try:
-                resolve_single_layer(pl_module, self.grad_cam_layer)
-            except (ValueError, TypeError) as error:
+                self._grad_cam_site = last_feature_convolution(pl_module, images)
+            except ValueError as error:
                 raise MisconfigurationException(f"{type(self).__name__}: {error}") from None
+            rank_zero_info(
+                f"{type(self).__name__}: Grad-CAM reads {self._grad_cam_site!r}, the last "
+                "convolution of the eval-mode forward pass with a map larger than 1x1"
+            )
+        return self._grad_cam_site
 
     def _heat_maps(
         self, pl_module: LightningModule, images: torch.Tensor, targets: torch.Tensor
@@ -130,7 +159,7 @@ class SaliencyMonitor(ProbeExplainer):
             "guided_backprop": lambda: attribution.guided_backprop(pl_module, images, targets),
             "grad_cam": lambda: (
                 attribution.grad_cam(
-                    pl_module, images, targets, layer=self.grad_cam_layer
+                    pl_module, images, targets, layer=self._grad_cam_layer(pl_module, images)
                 ).input_map
             ),
         }

@@ -31,7 +31,8 @@ from lightning_convviz.functional.arguments import (
     check_images,
     target_indices,
 )
-from lightning_convviz.functional.capture import LayerSpec, resolve_single_layer
+from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
+from lightning_convviz.functional.defaults import last_feature_convolution
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
 from lightning_convviz.functional.relu_override import ReluRule, modified_relu_backward
 
@@ -234,8 +235,11 @@ def grad_cam(
         inputs: Images ``N x C x H x W``.
         target: Class to explain: one int for all images, or one per image.
         layer: The module whose output is weighed (a name, glob, module or type that selects
-            exactly one module); ``None`` means the last convolution. A module called more than
-            once is read at its last call.
+            exactly one module; ``"name:k"`` reads its k-th call); ``None`` means the last
+            convolution that the eval-mode forward pass calls with a map larger than 1x1, not a
+            1x1-conv classifier (found by a first pass of ``inputs[:1]``, see
+            :func:`~lightning_convviz.functional.last_feature_convolution`). A module called
+            more than once, named without a call number, is read at its last call.
         relu: Keep only the positive evidence (the paper's ReLU).
         interpolate_mode: ``F.interpolate`` mode for ``input_map``.
 
@@ -243,16 +247,21 @@ def grad_cam(
         :class:`GradCam` with ``input_map`` and ``layer_map``.
 
     Raises:
-        ValueError: As :func:`saliency`; ``layer`` is unknown or selects several modules; the
-            model has no convolution (with ``layer=None``); the layer's output is not
-            ``N x C x h x w``.
+        ValueError: As :func:`saliency`; ``layer`` is unknown or selects several modules, or
+            names a call that is not made; no convolution with a spatial map is called (with
+            ``layer=None``); the layer's output is not ``N x C x h x w``.
     """
     check_images(inputs)
-    module = resolve_single_layer(model, layer)
+    if layer is None:
+        layer = last_feature_convolution(model, inputs)
+    _, module, wanted_call = resolve_single_site(model, layer)
     captured: list[torch.Tensor] = []
+    calls = 0
 
     def keep_output(_module: nn.Module, _inputs: object, output: object) -> object:
-        if not isinstance(output, torch.Tensor):
+        nonlocal calls
+        calls += 1
+        if not isinstance(output, torch.Tensor) or wanted_call not in (None, calls):
             return None
         if not output.requires_grad:  # a frozen layer on the raw input: differentiate from here
             output = output.detach().requires_grad_(True)
@@ -267,9 +276,10 @@ def grad_cam(
         finally:
             handle.remove()
         if not captured:
+            made = f"called {calls} times" if calls else "not called"
             raise ValueError(
-                f"layer: {type(module).__name__} was not called in the forward pass or did not "
-                "return a tensor"
+                f"layer: {layer!r} ({type(module).__name__}) was {made} in the forward pass"
+                + (f", no call {wanted_call}" if wanted_call else " or did not return a tensor")
             )
         activation = captured[-1]
         if activation.ndim != 4:

@@ -1,60 +1,41 @@
 """Layer selection and activation capture with forward hooks that never outlive their ``with``.
 
+Layers are selected by name, glob, module or type; a name may carry a call number to pick one
+call of a module that a forward pass calls several times (``"layer1.0.relu:3"``, see
+:mod:`~lightning_convviz.functional.sites`). Captured activations are keyed by site name.
+
 Pure torch: no Lightning, no logging.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from lightning_convviz.functional.defaults import ACTIVATION_SITES
+from lightning_convviz.functional.kinds import ACTIVATION_TYPES, is_conv
+from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site, split_selector
+
 __all__ = [
     "ACTIVATION_TYPES",
     "LayerSpec",
     "capture_activations",
+    "capture_sites",
     "conv_layers",
-    "default_activation_layers",
-    "hook_outputs",
     "is_conv",
     "resolve_layers",
     "resolve_single_layer",
+    "resolve_single_site",
 ]
 
-#: Activation modules that end a conv block in :func:`default_activation_layers`.
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.RReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Softplus,
-)
-
-_NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.LayerNorm,
-)
-
-#: One layer selector: a ``named_modules()`` name or glob, a module object, or a module type.
+#: One layer selector: a ``named_modules()`` name or glob (optionally with a call number,
+#: ``"layer1.0.relu:2"``, see :mod:`~lightning_convviz.functional.sites`), a module object, or a
+#: module type.
 LayerSpec = str | nn.Module | type[nn.Module]
-
-
-def is_conv(module: nn.Module) -> bool:
-    """Whether ``module`` is a convolution (``nn.Conv1d/2d/3d`` or a transposed one)."""
-    return isinstance(module, nn.modules.conv._ConvNd)
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -62,83 +43,49 @@ def conv_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if is_conv(m)}
 
 
-def default_activation_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The output of every conv block's activation, found in ``named_modules()`` order.
-
-    For each convolution, the first activation module (one of :data:`ACTIVATION_TYPES`) that
-    follows it in ``named_modules()`` order, before the next convolution or ``nn.Linear``, is
-    selected. A convolution with no such module (the model calls ``F.relu`` in ``forward``) is
-    captured at its own output, or at the output of the normalisation layer right after it: a
-    channel with no positive value there is a channel that a following ReLU zeroes everywhere.
-    A module found twice (torchvision ResNet blocks reuse one ``relu``) is selected once and
-    its hook sees every call.
-
-    Args:
-        model: The network to inspect.
-
-    Returns:
-        Selected modules by ``named_modules()`` name, in model order. Empty when ``model`` has no
-        convolution.
-    """
-    selected: dict[str, nn.Module] = {}
-    pending: tuple[str, nn.Module] | None = None
-    seen: set[int] = set()
-
-    def select(name: str, module: nn.Module) -> None:
-        if id(module) not in seen:
-            seen.add(id(module))
-            selected[name] = module
-
-    for name, module in model.named_modules():
-        if is_conv(module):
-            if pending is not None:
-                select(*pending)
-            pending = (name, module)
-        elif pending is not None and isinstance(module, _NORM_TYPES):
-            pending = (name, module)
-        elif pending is not None and isinstance(module, ACTIVATION_TYPES):
-            select(name, module)
-            pending = None
-        elif pending is not None and isinstance(module, nn.Linear):
-            select(*pending)
-            pending = None
-    if pending is not None:
-        select(*pending)
-    return selected
-
-
 def resolve_layers(
-    model: nn.Module, layers: LayerSpec | Sequence[LayerSpec] | None = None
+    model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]
 ) -> dict[str, nn.Module]:
-    """Turn a layer selection into ``{name: module}`` in ``named_modules()`` order.
+    """Turn a layer selection into ``{selector: module}`` in ``named_modules()`` order.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.ReLU())
+        >>> list(resolve_layers(model, nn.ReLU)), list(resolve_layers(model, "[02]:2"))
+        (['1', '3'], ['0:2', '2:2'])
 
     Args:
         model: The network.
-        layers: ``None`` for :func:`default_activation_layers`; otherwise one selector or a
-            sequence of them. A selector is a module name from ``named_modules()`` (exact, or an
-            ``fnmatch`` glob such as ``"features.*"``), a module object inside ``model``, or a
-            module type (``nn.ReLU`` selects every ReLU).
+        layers: One selector or a sequence of them. A selector is a module name from
+            ``named_modules()`` (exact, or an ``fnmatch`` glob such as ``"features.*"``), a
+            module object inside ``model``, or a module type (``nn.ReLU`` selects every ReLU).
+            A name or glob may end in a call number, ``"layer1.0.relu:3"``: the third call of
+            the module in each forward pass only.
 
     Returns:
-        The selected modules by name. Each module appears once.
+        The selected modules, keyed by module name, or ``"<name>:<k>"`` for a single call.
+        Each key appears once.
 
     Raises:
         ValueError: A name or glob matches nothing, a module object is not part of ``model``, or
             the selection is empty. The message lists the available layer names.
         TypeError: A selector is of an unsupported type.
     """
-    if layers is None:
-        return default_activation_layers(model)
     single = isinstance(layers, (str, nn.Module, type))
     specs: Sequence[LayerSpec] = [layers] if single else list(layers)  # type: ignore[list-item,arg-type]
     named = [(name, m) for name, m in model.named_modules() if name]
-    wanted: set[int] = set()
+    wanted: dict[int, set[int] | None] = {}
     for spec in specs:
+        call: int | None = None
         if isinstance(spec, str):
-            matches = [m for name, m in named if name == spec or fnmatch.fnmatchcase(name, spec)]
+            pattern, call = split_selector(spec)
+            if any(name == spec for name, _ in named):  # a module whose name ends in ":<k>"
+                pattern, call = spec, None
+            matches = [
+                m for name, m in named if name == pattern or fnmatch.fnmatchcase(name, pattern)
+            ]
             if not matches:
                 raise ValueError(
-                    f"layers: no module named {spec!r} in {type(model).__name__}. "
+                    f"layers: no module named {pattern!r} in {type(model).__name__}. "
                     f"Available layers: {_available(named)}"
                 )
         elif isinstance(spec, nn.Module):
@@ -160,12 +107,18 @@ def resolve_layers(
                 "layers: expected a module name or glob (str), a module, or a module type; "
                 f"got {type(spec).__name__}"
             )
-        wanted.update(id(m) for m in matches)
+        for module in matches:
+            calls = wanted.get(id(module), set())
+            wanted[id(module)] = None if call is None or calls is None else {*calls, call}
     selected: dict[str, nn.Module] = {}
     for name, module in named:
-        if id(module) in wanted:
+        if id(module) not in wanted:
+            continue
+        calls = wanted.pop(id(module))
+        if calls is None:
             selected[name] = module
-            wanted.discard(id(module))
+        else:
+            selected.update({f"{name}{SITE_SEPARATOR}{k}": module for k in sorted(calls)})
     return selected
 
 
@@ -189,13 +142,31 @@ def resolve_single_layer(model: nn.Module, layer: LayerSpec | None) -> nn.Module
                 "name or a module)"
             )
         return list(convs.values())[-1]
+    return resolve_single_site(model, layer)[1]
+
+
+def resolve_single_site(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module, int | None]:
+    """The module ``layer`` selects, with its name and the selected call (``None``: any call).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+        >>> name, module, call = resolve_single_site(model, "1:2")
+        >>> name, module is model[1], call
+        ('1', True, 2)
+
+    Raises:
+        ValueError: ``layer`` is unknown or does not select exactly one module and call.
+    """
     selected = resolve_layers(model, layer)
-    if len(selected) != 1:
+    modules = {id(module) for module in selected.values()}
+    if len(modules) != 1 or len(selected) != 1:
         raise ValueError(
             f"layer: expected exactly one module, {layer!r} selects {len(selected)}: "
             f"{', '.join(selected)}"
         )
-    return next(iter(selected.values()))
+    key, module = next(iter(selected.items()))
+    name = next(n for n, m in model.named_modules() if m is module)
+    return name, module, None if key == name else split_selector(key)[1]
 
 
 def _available(named: Sequence[tuple[str, nn.Module]], limit: int = 40) -> str:
@@ -204,72 +175,63 @@ def _available(named: Sequence[tuple[str, nn.Module]], limit: int = 40) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-OutputCallback = Callable[[str, torch.Tensor], None]
-
-
-@contextmanager
-def hook_outputs(layers: dict[str, nn.Module], callback: OutputCallback) -> Iterator[None]:
-    """Call ``callback(name, output)`` for every forward call of each layer, inside the block.
-
-    The hooks are removed in ``finally``: none survive the block, also when it raises. Outputs
-    that are not tensors (tuples, dicts) are skipped.
-
-    Args:
-        layers: ``{name: module}``, e.g. from :func:`resolve_layers`.
-        callback: Receives the layer name and its output tensor (not detached).
-    """
-    handles = []
-    try:
-        for name, module in layers.items():
-
-            def hook(
-                _module: nn.Module, _inputs: object, output: object, _name: str = name
-            ) -> None:
-                if isinstance(output, torch.Tensor):
-                    callback(_name, output)
-
-            handles.append(module.register_forward_hook(hook))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @contextmanager
 def capture_activations(
     model: nn.Module, layers: LayerSpec | Sequence[LayerSpec] | None = None
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the detached output of each selected layer while the block runs.
+    """Record the detached output of each selected call site while the block runs.
 
     Example:
-        >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten())
+        >>> relu = nn.ReLU()
+        >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), relu, nn.Conv2d(4, 4, 1), relu)
         >>> with capture_activations(model) as acts:
         ...     _ = model(torch.zeros(2, 1, 8, 8))
         >>> {name: tuple(a.shape) for name, a in acts.items()}
-        {'1': (2, 4, 6, 6)}
+        {'1:1': (2, 4, 6, 6), '1:2': (2, 4, 6, 6)}
 
     Args:
         model: The network.
         layers: A layer selection, see :func:`resolve_layers`; ``None`` selects every conv
-            block's activation (:func:`default_activation_layers`).
+            block's activation, found from the calls of the forward pass
+            (:data:`~lightning_convviz.functional.defaults.ACTIVATION_SITES`).
 
     Yields:
-        A dict filled during the block with ``{layer name: detached output}`` of each layer's
-        latest call.
+        A dict, filled when the block ends, with ``{site name: detached output}`` of each
+        selected call in the block's latest forward pass (site names: see
+        :mod:`~lightning_convviz.functional.sites`), channels in dimension 1 (a channels-last
+        map that the default rule found, as in ConvNeXt's blocks, is moved there).
 
     Raises:
-        ValueError: The selection is unknown or empty (e.g. a model without convolutions).
+        ValueError: The selection is unknown, names a call that the forward pass does not make,
+            or the model has no convolution.
     """
-    selected = resolve_layers(model, layers)
-    if not selected:
+    if layers is None and not conv_layers(model):
         raise ValueError(
             f"layers: {type(model).__name__} has no convolution layer to capture; "
             "pass layers=... with module names, modules or module types"
         )
+    selected = None if layers is None else resolve_layers(model, layers)
+    sites = CallSites(model, selected, ACTIVATION_SITES)  # the rule only for layers=None
+    with capture_sites(sites) as activations:
+        yield activations
+    missing = sites.unmatched()
+    if missing:
+        raise ValueError(f"layers: no such call: {'; '.join(missing)}")
+
+
+@contextmanager
+def capture_sites(sites: CallSites) -> Iterator[dict[str, torch.Tensor]]:
+    """:func:`capture_activations` for call sites already chosen (or to be chosen by a rule);
+    selected calls that were not made are left to the caller (``sites.unmatched()``)."""
+    found: dict[Site, torch.Tensor] = {}
     activations: dict[str, torch.Tensor] = {}
 
-    def store(name: str, output: torch.Tensor) -> None:
-        activations[name] = output.detach()
+    def store(site: Site, output: torch.Tensor) -> None:
+        found[site] = output.detach()
 
-    with hook_outputs(selected, store):
+    with sites.attached(store):
         yield activations
+    order = sites.order or list(found)
+    activations.update(
+        {sites.name(s): found[s].movedim(sites.channel_dim(s), 1) for s in order if s in found}
+    )

@@ -12,7 +12,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["eager_forward", "grad_enabled", "preserved_state"]
+__all__ = ["eager_forward", "grad_enabled", "in_diagnostic", "preserved_state"]
+
+_diagnostics_running = 0
+
+
+def in_diagnostic() -> bool:
+    """Whether a diagnostic is running (inside :func:`preserved_state`): hooks that collect
+    statistics of training or validation passes ignore the forward passes it makes."""
+    return _diagnostics_running > 0
 
 
 @contextmanager
@@ -26,7 +34,8 @@ def preserved_state(
 
     On exit, also when the block raises: every module's ``.training`` flag, each of ``inputs``'
     ``requires_grad``, the global torch RNG state (CPU and every initialised CUDA device) and
-    every parameter's ``.grad`` (values and ``None``-ness) are as on entry.
+    every parameter's ``.grad`` (values and ``None``-ness) are as on entry. Inside the block
+    :func:`in_diagnostic` is true, so that collecting hooks ignore the block's forward passes.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
@@ -56,11 +65,14 @@ def preserved_state(
         for param in model.parameters()
     ]
     compiled_forward = _use_original_forward(model)
+    global _diagnostics_running
+    _diagnostics_running += 1
     try:
         if eval_mode:
             model.eval()
         yield model
     finally:
+        _diagnostics_running -= 1
         if compiled_forward is not None:
             model.forward = compiled_forward
         for module, flag in training_flags:

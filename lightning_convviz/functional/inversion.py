@@ -9,14 +9,14 @@ flag, the parameters' ``.grad`` and the global RNG restored afterwards. Pure tor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightning_convviz.functional.arguments import Target, check_images, target_indices
-from lightning_convviz.functional.capture import LayerSpec, resolve_single_layer
+from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
 
 __all__ = ["Inversion", "class_model", "invert", "total_variation"]
@@ -60,8 +60,10 @@ def invert(
     norm_weight: float = 1e-4,
     jitter: int = 0,
     generator: torch.Generator | None = None,
+    read: Literal["output", "input"] = "output",
 ) -> Inversion:
-    """Reconstruct images from their code at ``layer`` (the output of that module).
+    """Reconstruct images from their code at ``layer`` (the output of that module, or with
+    ``read="input"`` its input: the input of the classifier is the network's code).
 
     Minimises ``||code(x) - code(inputs)||^2 / ||code(inputs)||^2 + tv_weight * TV(x) +
     norm_weight * mean(x^6)`` over ``x`` with Adam, from Gaussian noise (std 0.1 times the
@@ -75,6 +77,19 @@ def invert(
         >>> tuple(result.images.shape), tuple(result.code_error.shape)
         ((2, 1, 4, 4), (2,))
 
+    Args:
+        model: The network.
+        layer: The module (a name, module or type selecting one module; ``"name:k"`` reads its
+            k-th call, a name without a call number its last call).
+        inputs: The images whose codes are matched.
+        steps: Adam steps.
+        learning_rate: Adam step size, in units of the inputs' standard deviation.
+        tv_weight: Weight of the total-variation prior.
+        norm_weight: Weight of the sixth-power norm prior.
+        jitter: Random shift in pixels per step.
+        generator: Source of the starting noise and the shifts (default seeded with 0).
+        read: Match the layer's ``"output"`` or its first ``"input"``.
+
     Raises:
         ValueError: Bad ``inputs``; the layer is unknown or ambiguous or not reached; ``steps``
             outside [1, 100000]; a negative weight or jitter.
@@ -86,31 +101,44 @@ def invert(
             raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
     if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
         raise ValueError(f"jitter: expected an integer >= 0, got {jitter!r}")
-    module = resolve_single_layer(model, layer)
+    if read not in ("output", "input"):
+        raise ValueError(f"read: expected 'output' or 'input', got {read!r}")
+    _, module, wanted_call = resolve_single_site(model, layer)
     generator = generator or torch.Generator().manual_seed(0)
     captured: list[torch.Tensor] = []
+    calls = 0
 
-    def keep(_module: nn.Module, _inputs: object, output: object) -> None:
-        if isinstance(output, torch.Tensor):
-            captured.append(output)
+    def keep(_module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
+        nonlocal calls
+        calls += 1
+        value = output if read == "output" else (inputs[0] if inputs else None)
+        if isinstance(value, torch.Tensor) and wanted_call in (None, calls):
+            captured.append(value)
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        captured.clear()
+        calls = 0
+        model(images)
+        if not captured:
+            raise ValueError(
+                f"layer: {layer!r} was not called by the model's forward pass"
+                + (f" {wanted_call} times (called {calls})" if wanted_call else "")
+            )
+        return captured[-1]
 
     with preserved_state(model), grad_enabled():
         handle = module.register_forward_hook(keep)
         try:
             with torch.no_grad():
-                model(inputs.detach())
-            if not captured:
-                raise ValueError(f"layer: {layer!r} was not called by the model's forward pass")
-            goal = captured[-1].detach().flatten(1).float().clone()
+                goal = forward(inputs.detach()).detach().flatten(1).float().clone()
             scale = goal.pow(2).sum(dim=1).clamp_min(1e-12)
             spread = float(inputs.detach().float().std()) or 1.0
             noise = torch.randn(inputs.shape, generator=generator) * 0.1 * spread
             images = noise.to(inputs.device, inputs.dtype).requires_grad_(True)
             optimiser = torch.optim.Adam([images], lr=learning_rate * spread)
             for _ in range(steps):
-                captured.clear()
-                model(_jittered(images, jitter, generator))
-                code = captured[-1].flatten(1).float()
+                code = forward(_jittered(images, jitter, generator)).flatten(1).float()
                 match = (code - goal).pow(2).sum(dim=1) / scale
                 prior = tv_weight * total_variation(images) / spread**2 + norm_weight * (
                     images / spread
@@ -120,10 +148,9 @@ def invert(
                 optimiser.zero_grad(set_to_none=True)
                 images.grad = gradient
                 optimiser.step()
-            captured.clear()
             with torch.no_grad():
-                model(images)
-                error = (captured[-1].flatten(1).float() - goal).norm(dim=1) / scale.sqrt()
+                code = forward(images).flatten(1).float()
+                error = (code - goal).norm(dim=1) / scale.sqrt()
         finally:
             handle.remove()
     return Inversion(images.detach(), error)

@@ -1,17 +1,33 @@
-"""Receptive field of a layer's units, from the layer geometry, and crops of it.
+"""Receptive field of a layer's units, found by following a real forward pass, and crops of it.
 
-The model is traced with ``torch.fx``; along every path from the input to the layer the usual
-receptive-field arithmetic is applied (Araujo et al., 2019): through a layer with kernel ``k``,
-dilation ``d``, stride ``s`` and padding ``p``, with ``k' = d (k - 1) + 1``,
+One forward pass of a single image runs under a :class:`~torch.overrides.TorchFunctionMode` that
+sees every torch operation (inside modules and in functional code alike) and carries, for each
+tensor, the geometry of its units along the two spatial dimensions: field size, jump (input
+pixels between neighbouring units) and the centre of unit (0, 0). Through an operation with
+kernel ``k``, dilation ``d``, stride ``s`` and padding ``p`` (``k' = d (k - 1) + 1``), the usual
+arithmetic (Araujo et al., Distill 2019) applies:
 
 * size grows by ``(k' - 1) * jump``,
-* jump (input pixels between neighbouring units) is multiplied by ``s``,
+* jump is multiplied by ``s``,
 * the first unit's centre moves by ``((k' - 1) / 2 - p) * jump``.
 
-Where paths join (a residual sum, a concatenation) the field is the union of the paths' fields.
-Known: ``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.AvgPool2d``, and operations that act per pixel
-(normalisation, activations, dropout, identity, element-wise arithmetic, channel
-concatenation). Anything else on the way raises ``ValueError`` naming it.
+Known operations: 2-D convolutions (``nn.Conv2d``, ``F.conv2d``, string padding), max, average
+and power-average pooling as modules or functions, ``F.pad``; everything that acts per pixel
+(activations, normalisation, dropout, element-wise arithmetic, linear layers and layer norms
+over channels, channel concatenation and splits, reshapes and permutes that keep the spatial
+dimensions, as in ShuffleNet's channel shuffle or ConvNeXt's channels-last blocks). Where paths
+join (a residual sum, a concatenation) the field is the union of the paths' fields.
+
+**Gates.** A branch that pools the whole map (``AdaptiveAvgPool2d(1)``, ``x.mean((2, 3))``)
+is global; where it rescales the spatial path (squeeze-and-excitation in EfficientNet,
+MobileNet-V3 and RegNetY, any ``x * gate``), the field reported is the spatial path's: the gate
+depends on the whole image, but only through one number per channel. Normalisations whose
+statistics span the map (GroupNorm, InstanceNorm) are treated the same way.
+
+Anything else on the way to the layer (upsampling, adaptive pooling to a size other than 1x1,
+attention, flattening the map) makes the field unknown, and asking for it raises
+``ValueError`` naming the operation. Operations that are not on the way (a classifier head after
+the layer, an auxiliary head) do not matter.
 
 Pure torch: no Lightning, no logging.
 """
@@ -19,46 +35,20 @@ Pure torch: no Lightning, no logging.
 from __future__ import annotations
 
 import math
-import operator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from lightning_convviz.functional.capture import ACTIVATION_TYPES, LayerSpec, resolve_single_layer
+from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
+from lightning_convviz.functional.guard import preserved_state
 from lightning_convviz.functional.relu_override import OTHER_ACTIVATIONS
+from lightning_convviz.functional.sites import CallSites, Site, site_name, split_selector
 
-__all__ = ["ReceptiveField", "crop_receptive_field", "receptive_field"]
-
-_PER_PIXEL_MODULES: tuple[type[nn.Module], ...] = (
-    *ACTIVATION_TYPES,
-    nn.modules.batchnorm._BatchNorm,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Identity,
-    nn.Sigmoid,
-    nn.Tanh,
-)
-_PER_PIXEL_FUNCTIONS = (
-    frozenset(
-        {
-            "relu",
-            "relu_",
-            "add",
-            "iadd",
-            "mul",
-            "imul",
-            "sub",
-            "cat",
-            "contiguous",
-            "clone",
-            "dropout",
-            "batch_norm",
-        }
-    )
-    | OTHER_ACTIVATIONS
-)
+__all__ = ["ReceptiveField", "crop_receptive_field", "receptive_field", "receptive_fields"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +77,9 @@ class ReceptiveField:
         return top, left, top + self.size[0], left + self.size[1]
 
 
+# -- geometry of one tensor ------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class _Axis:
     size: float
@@ -101,91 +94,179 @@ class _Axis:
             self.start + (span / 2 - padding) * self.jump,
         )
 
-    def union(self, other: _Axis) -> _Axis:
+    def union(self, other: _Axis) -> _Axis | None:
         if self.jump != other.jump:
-            raise ValueError("layer: branches with different strides meet; no single field")
+            return None
         low = min(self.start - (self.size - 1) / 2, other.start - (other.size - 1) / 2)
         high = max(self.start + (self.size - 1) / 2, other.start + (other.size - 1) / 2)
         return _Axis(high - low + 1, self.jump, (low + high) / 2)
 
 
-def receptive_field(model: nn.Module, layer: LayerSpec) -> ReceptiveField:
-    """The receptive field of the units of ``layer``'s output (its first call).
+@dataclass(frozen=True)
+class _Spatial:
+    """A map whose units have a field; ``dims`` are the rows' and columns' dimensions, counted
+    from the end (``(-2, -1)`` for ``N x C x H x W``, ``(-3, -2)`` channels-last)."""
 
-    Args:
-        model: The network; it must be traceable by ``torch.fx.symbolic_trace``.
-        layer: The module (a name, module or type that selects exactly one module).
-
-    Raises:
-        ValueError: The layer is unknown or ambiguous, the model cannot be traced, the layer
-            is not reached, or an operation on the way has no known geometry.
-    """
-    module = resolve_single_layer(model, layer)
-    name = next(n for n, m in model.named_modules() if m is module)
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as error:  # any tracing failure is reported the same way
-        raise ValueError(
-            f"layer: cannot trace {type(model).__name__} with torch.fx to compute the receptive "
-            f"field ({type(error).__name__}: {error})"
-        ) from None
-    modules = dict(model.named_modules())
-    fields: dict[fx.Node, tuple[_Axis, _Axis]] = {}
-    for node in graph.nodes:
-        inputs = [fields[arg] for arg in node.all_input_nodes if arg in fields]
-        if node.op == "placeholder":
-            if not fields:
-                fields[node] = (_Axis(1, 1, 0), _Axis(1, 1, 0))
-            continue
-        if not inputs:
-            continue  # constants and parameters carry no field
-        field = inputs[0]
-        for other in inputs[1:]:
-            field = (field[0].union(other[0]), field[1].union(other[1]))
-        if node.op == "call_module":
-            field = _through_module(modules[str(node.target)], field, str(node.target))
-        elif node.op in ("call_function", "call_method"):
-            function = getattr(node.target, "__name__", str(node.target))
-            if function not in _PER_PIXEL_FUNCTIONS and node.target not in (
-                operator.add,
-                operator.mul,
-                operator.sub,
-                torch.add,
-                torch.cat,
-            ):
-                raise ValueError(
-                    f"layer: no receptive-field rule for {function!r} on the way to {name!r}"
-                )
-        fields[node] = field
-        if node.op == "call_module" and str(node.target) == name:
-            rows, columns = field
-            return ReceptiveField(
-                size=(round(rows.size), round(columns.size)),
-                jump=(round(rows.jump), round(columns.jump)),
-                start=(rows.start, columns.start),
-            )
-    raise ValueError(f"layer: {name!r} is not reached from the model's input")
+    rows: _Axis
+    columns: _Axis
+    dims: tuple[int, int] = (-2, -1)
 
 
-def _through_module(
-    module: nn.Module, field: tuple[_Axis, _Axis], name: str
-) -> tuple[_Axis, _Axis]:
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
-            raise ValueError(f"layer: {name!r} uses padding={module.padding!r}; give it in pixels")
-        kernel, stride, padding = (
-            _pair(module.kernel_size),
-            _pair(module.stride),
-            _pair(module.padding),
-        )
-        dilation = _pair(getattr(module, "dilation", 1))
-        return (
-            field[0].through(kernel[0], stride[0], padding[0], dilation[0]),
-            field[1].through(kernel[1], stride[1], padding[1], dilation[1]),
-        )
-    if isinstance(module, _PER_PIXEL_MODULES):
-        return field
-    raise ValueError(f"layer: no receptive-field rule for {type(module).__name__} ({name!r})")
+@dataclass(frozen=True)
+class _Global:
+    """Computed from a global pooling of the map: every unit sees the whole image."""
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    """No field: ``reason`` names the operation that had no rule."""
+
+    reason: str
+
+
+_Geometry = _Spatial | _Global | _Unknown
+_GLOBAL = _Global()
+
+
+class _NoRuleError(Exception):
+    pass
+
+
+# -- rules -----------------------------------------------------------------------------------------
+
+_PER_PIXEL = frozenset(
+    {
+        "relu",
+        "relu_",
+        "relu6",
+        "hardtanh",
+        "hardtanh_",
+        "sigmoid",
+        "sigmoid_",
+        "tanh",
+        "tanh_",
+        "add",
+        "add_",
+        "__add__",
+        "__radd__",
+        "__iadd__",
+        "sub",
+        "sub_",
+        "__sub__",
+        "__rsub__",
+        "__isub__",
+        "mul",
+        "mul_",
+        "__mul__",
+        "__rmul__",
+        "__imul__",
+        "div",
+        "div_",
+        "__truediv__",
+        "__rtruediv__",
+        "__itruediv__",
+        "neg",
+        "__neg__",
+        "abs",
+        "pow",
+        "__pow__",
+        "sqrt",
+        "rsqrt",
+        "exp",
+        "log",
+        "square",
+        "sign",
+        "clamp",
+        "clamp_",
+        "clamp_min",
+        "clamp_min_",
+        "clamp_max",
+        "clip",
+        "where",
+        "masked_fill",
+        "addcmul",
+        "lerp",
+        "dropout",
+        "dropout_",
+        "dropout2d",
+        "alpha_dropout",
+        "feature_alpha_dropout",
+        "batch_norm",
+        "instance_norm",
+        "group_norm",
+        "layer_norm",
+        "detach",
+        "clone",
+        "contiguous",
+        "to",
+        "float",
+        "half",
+        "bfloat16",
+        "double",
+        "type",
+        "type_as",
+        "requires_grad_",
+        "copy_",
+    }
+    | OTHER_ACTIVATIONS
+)
+#: Operations that keep the dimensions from the rows' dimension on unchanged.
+_LAYOUT = frozenset(
+    {
+        "view",
+        "reshape",
+        "view_as",
+        "reshape_as",
+        "flatten",
+        "unflatten",
+        "squeeze",
+        "unsqueeze",
+        "__getitem__",
+        "chunk",
+        "split",
+        "split_with_sizes",
+        "tensor_split",
+        "unbind",
+        "narrow",
+        "select",
+        "expand",
+        "expand_as",
+        "repeat",
+        "stack",
+        "__get__",
+    }
+)
+_REDUCTIONS = frozenset(
+    {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod"}
+)
+_CONSTANT = frozenset(
+    {
+        "zeros_like",
+        "ones_like",
+        "empty_like",
+        "full_like",
+        "rand_like",
+        "randn_like",
+        "new_zeros",
+        "new_ones",
+        "new_empty",
+        "new_full",
+        "new_tensor",
+        "zero_",
+        "fill_",
+        "bernoulli_",
+        "normal_",
+        "uniform_",
+    }
+)
+
+
+def _argument(
+    args: Sequence[Any], kwargs: dict[str, Any], index: int, name: str, default: Any
+) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else default
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -193,6 +274,361 @@ def _pair(value: Any) -> tuple[int, int]:
         return value, value
     items = tuple(value)
     return (int(items[0]), int(items[-1])) if items else (1, 1)
+
+
+def _windowed(
+    spatial: _Spatial,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    what: str,
+) -> _Spatial:
+    if spatial.dims != (-2, -1):
+        raise _NoRuleError(f"{what} over dimensions other than the last two")
+    k, s, p, d = _pair(kernel), _pair(stride if stride else kernel), _pair(padding), _pair(dilation)
+    return _Spatial(
+        spatial.rows.through(k[0], s[0], p[0], d[0]),
+        spatial.columns.through(k[1], s[1], p[1], d[1]),
+        spatial.dims,
+    )
+
+
+def _convolution(spatial: _Spatial, args: Sequence[Any], kwargs: dict[str, Any]) -> _Spatial:
+    weight = _argument(args, kwargs, 1, "weight", None)
+    kernel = tuple(weight.shape[-2:])
+    stride = _argument(args, kwargs, 3, "stride", 1)
+    padding = _argument(args, kwargs, 4, "padding", 0)
+    dilation = _argument(args, kwargs, 5, "dilation", 1)
+    if isinstance(padding, str):
+        spans = [d * (k - 1) for k, d in zip(kernel, _pair(dilation), strict=True)]
+        padding = (0, 0) if padding == "valid" else tuple(span // 2 for span in spans)
+    return _windowed(spatial, kernel, stride, padding, dilation, "a convolution")
+
+
+def _pooling(name: str, spatial: _Spatial, args: Sequence[Any], kwargs: dict[str, Any]) -> _Spatial:
+    if name == "lp_pool2d":
+        kernel = _argument(args, kwargs, 2, "kernel_size", None)
+        stride = _argument(args, kwargs, 3, "stride", None)
+        return _windowed(spatial, kernel, stride, 0, 1, "pooling")
+    kernel = _argument(args, kwargs, 1, "kernel_size", None)
+    stride = _argument(args, kwargs, 2, "stride", None)
+    padding = _argument(args, kwargs, 3, "padding", 0)
+    dilation = 1 if name == "avg_pool2d" else _argument(args, kwargs, 4, "dilation", 1)
+    return _windowed(spatial, kernel, stride, padding, dilation, "pooling")
+
+
+def _padded(spatial: _Spatial, args: Sequence[Any], kwargs: dict[str, Any]) -> _Spatial:
+    amounts = list(_argument(args, kwargs, 1, "pad", ()))
+    if spatial.dims != (-2, -1):
+        raise _NoRuleError("padding of a channels-last map")
+    left = amounts[0] if amounts else 0
+    top = amounts[2] if len(amounts) > 2 else 0
+    return _Spatial(
+        spatial.rows.through(1, 1, top, 1), spatial.columns.through(1, 1, left, 1), spatial.dims
+    )
+
+
+def _spatial_positions(spatial: _Spatial, ndim: int) -> tuple[int, int]:
+    return ndim + spatial.dims[0], ndim + spatial.dims[1]
+
+
+def _reduced(
+    spatial: _Spatial, source: torch.Tensor, args: Sequence[Any], kwargs: dict[str, Any]
+) -> _Geometry:
+    dim = _argument(args, kwargs, 1, "dim", None)
+    if dim is None or not isinstance(dim, (int, tuple, list)):
+        return _GLOBAL  # over everything (or a norm's order in args[1])
+    ndim = source.ndim
+    reduced = {d % ndim for d in ([dim] if isinstance(dim, int) else dim)}
+    rows, columns = _spatial_positions(spatial, ndim)
+    if rows in reduced and columns in reduced:
+        return _GLOBAL
+    if rows in reduced or columns in reduced:
+        raise _NoRuleError("a reduction over one spatial dimension")
+    if _argument(args, kwargs, 2, "keepdim", False):
+        return spatial
+    return _Spatial(
+        spatial.rows,
+        spatial.columns,
+        tuple(  # type: ignore[arg-type]
+            d + sum(1 for r in reduced if r > ndim + d) for d in spatial.dims
+        ),
+    )
+
+
+def _kept_layout(spatial: _Spatial, source: torch.Tensor, output: torch.Tensor) -> _Spatial:
+    first = min(spatial.dims)
+    if output.ndim >= -first and tuple(output.shape[first:]) == tuple(source.shape[first:]):
+        return spatial
+    raise _NoRuleError("a reshape or slice that changes the spatial dimensions (e.g. flatten)")
+
+
+def _permuted(
+    name: str, spatial: _Spatial, source: torch.Tensor, args: Sequence[Any], kwargs: dict[str, Any]
+) -> _Spatial:
+    ndim = source.ndim
+    positions = list(_spatial_positions(spatial, ndim))
+    if name == "permute":
+        order = kwargs.get("dims", args[1:])
+        if len(order) == 1 and isinstance(order[0], (tuple, list)):
+            order = order[0]
+        order = [int(d) % ndim for d in order]
+        positions = [order.index(p) for p in positions]
+    else:  # transpose / swapaxes / swapdims
+        first = int(_argument(args, kwargs, 1, "dim0", 0)) % ndim
+        second = int(_argument(args, kwargs, 2, "dim1", 1)) % ndim
+        swap = {first: second, second: first}
+        positions = [swap.get(p, p) for p in positions]
+    return _Spatial(spatial.rows, spatial.columns, (positions[0] - ndim, positions[1] - ndim))
+
+
+def _joined(spatial: Sequence[_Spatial]) -> _Spatial:
+    joined = spatial[0]
+    for other in spatial[1:]:
+        if other.dims != joined.dims:
+            raise _NoRuleError("maps with different layouts meet")
+        rows, columns = joined.rows.union(other.rows), joined.columns.union(other.columns)
+        if rows is None or columns is None:
+            raise _NoRuleError("branches with different strides meet")
+        joined = _Spatial(rows, columns, joined.dims)
+    return joined
+
+
+def _rule(
+    name: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    geometries: Sequence[_Geometry],
+    source: torch.Tensor,
+    output: torch.Tensor,
+) -> _Geometry | None:
+    """The geometry of ``output`` of the operation ``name`` on inputs of ``geometries``."""
+    if name in _CONSTANT:
+        return None
+    unknown = next((g for g in geometries if isinstance(g, _Unknown)), None)
+    if unknown is not None:
+        return unknown
+    spatial = [g for g in geometries if isinstance(g, _Spatial)]
+    if not spatial:
+        return _GLOBAL  # computed from global maps only
+    first = spatial[0]
+    if name == "conv2d":
+        return _convolution(first, args, kwargs)
+    if name in ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "lp_pool2d"):
+        return _pooling(name.replace("_with_indices", ""), first, args, kwargs)
+    if name in ("adaptive_avg_pool2d", "adaptive_max_pool2d"):
+        if tuple(output.shape[-2:]) == (1, 1):
+            return _GLOBAL
+        if output.shape[-2:] == source.shape[-2:]:
+            return first
+        raise _NoRuleError(
+            f"{name} to {tuple(output.shape[-2:])}, whose windows depend on the input size"
+        )
+    if name == "pad":
+        return _padded(first, args, kwargs)
+    if name in ("cat", "concat", "concatenate"):
+        if any(isinstance(g, _Global) for g in geometries):
+            return _GLOBAL  # channels that saw the whole image
+        dim = int(_argument(args, kwargs, 1, "dim", 0)) % output.ndim - output.ndim
+        if dim in first.dims:
+            raise _NoRuleError("a concatenation along a spatial dimension")
+        return _joined(spatial)
+    if name in ("permute", "transpose", "swapaxes", "swapdims"):
+        return _permuted(name, first, source, args, kwargs)
+    if name in _REDUCTIONS:
+        return _reduced(first, source, args, kwargs)
+    if name == "linear" and -1 in first.dims:
+        raise _NoRuleError("a linear layer over a spatial dimension")
+    if name in ("softmax", "log_softmax"):
+        dim = int(_argument(args, kwargs, 1, "dim", -1)) % source.ndim - source.ndim
+        if dim in first.dims:
+            raise _NoRuleError(f"{name} over a spatial dimension")
+        return first
+    if name in _LAYOUT:
+        return _kept_layout(first, source, output)
+    if name in _PER_PIXEL or name == "linear":
+        return _joined(spatial)
+    raise _NoRuleError(f"no receptive-field rule for {name!r}")
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+class _GeometryMode(TorchFunctionMode):
+    """Carries each tensor's geometry through every torch operation of a forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._known: dict[int, tuple[torch.Tensor, _Geometry]] = {}
+
+    def mark(self, tensor: torch.Tensor, geometry: _Geometry | None) -> None:
+        if geometry is None:
+            self._known.pop(id(tensor), None)
+        else:
+            self._known[id(tensor)] = (tensor, geometry)
+
+    def of(self, tensor: torch.Tensor) -> _Geometry | None:
+        found = self._known.get(id(tensor))
+        return found[1] if found is not None and found[0] is tensor else None
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        outputs = list(_tensors(result))
+        if not outputs:
+            return result
+        inputs = [(t, g) for t in _tensors((args, kwargs)) if (g := self.of(t)) is not None]
+        if not inputs:
+            return result
+        name = getattr(func, "__name__", str(func))
+        source = next((t for t, g in inputs if isinstance(g, _Spatial)), inputs[0][0])
+        geometries = [g for _, g in inputs]
+        for output in outputs:
+            try:
+                geometry = _rule(name, args, kwargs, geometries, source, output)
+            except _NoRuleError as reason:
+                geometry = _Unknown(str(reason))
+            self.mark(output, geometry)
+        return result
+
+
+# -- public ---------------------------------------------------------------------------------------
+
+
+class _ReachedError(Exception):
+    """Every wanted site has been measured: the rest of the forward pass is not needed."""
+
+
+def receptive_fields(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    inputs: torch.Tensor,
+) -> dict[Site, ReceptiveField | ValueError]:
+    """The receptive field of every call site of ``layers`` reached by a forward pass.
+
+    One image of ``inputs`` is passed through the model in eval mode without gradients
+    (every ``.training`` flag, the RNG and the gradients as before); its values do not matter,
+    its size does for operations whose geometry depends on it (``F.pad`` of "same" padding).
+
+    Args:
+        model: The network.
+        layers: ``{selector: module}`` from
+            :func:`~lightning_convviz.functional.resolve_layers` (a container's site is its
+            output; ``"name:k"`` selects the k-th call).
+        inputs: Images ``N x C x H x W``; the first one is used.
+
+    Returns:
+        For each site reached, its field, or the ``ValueError`` that says why it has none.
+    """
+    sites = CallSites(model, layers, None)
+    exact = all(split_selector(key)[1] is not None for key in layers)
+    wanted = {Site(split_selector(key)[0], split_selector(key)[1] or 0) for key in layers}
+    mode = _GeometryMode()
+    found: dict[Site, ReceptiveField | ValueError] = {}
+
+    def measure(site: Site, output: torch.Tensor) -> None:
+        geometry = mode.of(output)
+        found[site] = _field(geometry, sites.name(site))
+        if exact and all(site in found for site in wanted):
+            raise _ReachedError
+
+    image = inputs[:1].detach()
+    with preserved_state(model), torch.no_grad():
+        mode.mark(image, _Spatial(_Axis(1, 1, 0), _Axis(1, 1, 0)))
+        try:
+            with sites.attached(measure), mode:
+                model(image)
+        except _ReachedError:
+            pass
+        except Exception as error:
+            if not found:
+                raise ValueError(
+                    f"layer: the forward pass of {type(model).__name__} failed before reaching "
+                    f"the layer ({type(error).__name__}: {error})"
+                ) from None
+    return dict(sorted(found.items()))
+
+
+def _field(geometry: _Geometry | None, name: str) -> ReceptiveField | ValueError:
+    if isinstance(geometry, _Spatial):
+        return ReceptiveField(
+            size=(round(geometry.rows.size), round(geometry.columns.size)),
+            jump=(round(geometry.rows.jump), round(geometry.columns.jump)),
+            start=(geometry.rows.start, geometry.columns.start),
+        )
+    if isinstance(geometry, _Global):
+        return ValueError(
+            f"layer: the units of {name!r} are computed from a global pooling of the map; each "
+            "sees the whole image"
+        )
+    if isinstance(geometry, _Unknown):
+        return ValueError(f"layer: {geometry.reason} on the way to {name!r}")
+    return ValueError(f"layer: the output of {name!r} does not come from the input image")
+
+
+def receptive_field(
+    model: nn.Module, layer: LayerSpec, inputs: torch.Tensor | None = None
+) -> ReceptiveField:
+    """The receptive field of the units of one layer's output (one call of it).
+
+    Args:
+        model: The network.
+        layer: The module: a name (``"layer4"``, a block's field is its output's;
+            ``"layer1.0.relu:3"`` for the third call of a module called several times), a module
+            or a type that selects exactly one module.
+        inputs: An example input ``N x C x H x W`` (the first image is used); default: zeros of
+            224 x 224 with the first convolution's input channels.
+
+    Raises:
+        ValueError: The layer is unknown, ambiguous or not reached; a module called several
+            times is named without a call number; or an operation on the way has no known
+            geometry (the message names it).
+    """
+    selected = resolve_layers(model, layer)
+    if len({id(module) for module in selected.values()}) != 1 or len(selected) != 1:
+        raise ValueError(
+            f"layer: expected exactly one module, {layer!r} selects {len(selected)}: "
+            f"{', '.join(selected)}"
+        )
+    if inputs is None:
+        inputs = _default_input(model)
+    fields = receptive_fields(model, selected, inputs)
+    if not fields:
+        raise ValueError(f"layer: {next(iter(selected))!r} is not reached by the forward pass")
+    if len(fields) > 1:
+        choices = ", ".join(site_name(s.module, s.call, len(fields)) for s in fields)
+        raise ValueError(
+            f"layer: {next(iter(selected))!r} is called {len(fields)} times per forward pass; "
+            f"name one call: {choices}"
+        )
+    field = next(iter(fields.values()))
+    if isinstance(field, ValueError):
+        raise field
+    return field
+
+
+def _default_input(model: nn.Module) -> torch.Tensor:
+    convs = list(conv_layers(model).values())
+    channels = int(getattr(convs[0], "in_channels", 3)) if convs else 3
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
+    return torch.zeros(1, channels, 224, 224, device=device, dtype=dtype or torch.float32)
 
 
 def crop_receptive_field(
