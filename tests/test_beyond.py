@@ -187,6 +187,17 @@ def test_inversion_adversarial_and_class_model_monitors_log(tmp_path: Path) -> N
     assert logged_image(events, "class_model/images").shape[1] == 2 + 2 * 66  # two classes
 
 
+def test_inversion_defaults_come_from_the_forward_pass(tmp_path: Path) -> None:
+    fit(tmp_path, [InversionMonitor(num_probe_images=2, every_n_epochs=1, steps=2)])
+    errors = {tag for tag in read_events(tmp_path / LOG).Tags()["scalars"] if "code_error" in tag}
+    # the first and the last conv block's activation, and the classifier's input
+    assert errors == {
+        "inversion/code_error/relu1",
+        "inversion/code_error/relu2",
+        "inversion/code_error/head:input",
+    }
+
+
 class BrightIsRight(TinyCNN):
     """Predicts the true class exactly when the image is bright (label smuggled in channel 1)."""
 

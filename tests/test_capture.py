@@ -80,6 +80,10 @@ def test_channels_last_blocks_are_read_with_their_channels_first() -> None:
     assert next(iter(acts)) == "features.1.0.block.4"
     assert tuple(acts["features.1.0.block.4"].shape) == (1, 4 * 96, 16, 16)
     assert len(acts) == 3 + 3 + 9 + 3
+    # selected by name, the first pass tells its layout the same way
+    with torch.no_grad(), capture_activations(model, "features.1.0.block.4") as acts:
+        model(torch.randn(1, 3, 64, 64))
+    assert tuple(acts["features.1.0.block.4"].shape) == (1, 4 * 96, 16, 16)
 
 
 def test_a_module_called_twice_gives_two_sites_with_their_own_outputs() -> None:

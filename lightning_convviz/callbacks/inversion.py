@@ -136,7 +136,7 @@ class InversionMonitor(ProbeCallback):
             result = invert(pl_module, code.layer, images, steps=self.steps, read=code.read)
             columns.append(render.thumbnails(result.images, self.tile_side))
             for row, error in enumerate(result.code_error.tolist()):
-                captions[row].append(f"{code.label}\nerror {error:.3f}")
+                captions[row].append(f"{code.caption}\nerror {error:.3f}")
             errors[self._tag("code_error", code.label)] = float(result.code_error.mean())
         tiles = torch.stack(columns, dim=1).flatten(0, 1)
         texts = [text for row in captions for text in row]
@@ -155,3 +155,8 @@ class _Code:
     label: str
     layer: str
     read: Literal["output", "input"]
+
+    @property
+    def caption(self) -> str:
+        """The label as the picture shows it (an input's on two lines, to fit a tile)."""
+        return f"input of\n{self.layer}" if self.read == "input" else self.label

@@ -175,10 +175,13 @@ class MaxActivationMonitor(ConvVizCallback):
         self._crops = {}
         self._seen = 0
 
+        sites = self._sites
+
         def measure(site: Site, output: torch.Tensor) -> None:
             if output.ndim == 4:
+                output = output.detach().movedim(sites.channel_dim(site), 1)
                 channels = self._channel_indices(site, output.shape[1]).to(output.device)
-                self._maxima[site] = channel_maxima(output.detach()[:, channels])
+                self._maxima[site] = channel_maxima(output[:, channels])
 
         self._hooks = contextlib.ExitStack()
         self._hooks.enter_context(eager_forward(pl_module))  # compiled models: hooks must run

@@ -33,6 +33,8 @@ from lightning_convviz.functional.kinds import (
     is_classifier_layer,
     is_conv,
     is_linear,
+    map_channel_dim,
+    same_map,
 )
 from lightning_convviz.functional.sites import CallSites, ModuleCall, Site, SiteRule, site_name
 
@@ -120,22 +122,17 @@ def _reads_pooled_map(call: ModuleCall, previous: tuple[int, ...] | None) -> boo
 
 
 def _opens_block(module: nn.Module, shape: tuple[int, ...]) -> bool:
-    return (is_conv(module) and len(shape) == 4) or (is_linear(module) and len(shape) == 4)
+    return map_channel_dim(module, shape) is not None
 
 
 def _channel_dim(opener: ModuleCall) -> int:
-    return 1 if is_conv(opener.layer) else -1
+    return map_channel_dim(opener.layer, opener.output_shape) or 1
 
 
 def _same_map(opener: ModuleCall, shape: tuple[int, ...]) -> bool:
     """Whether a map of ``shape`` has the block's size and layout (channels may differ)."""
-    reference = opener.output_shape
-    assert reference is not None
-    if len(shape) != len(reference):
-        return False
-    if _channel_dim(opener) == 1:
-        return shape[2:] == reference[2:]
-    return shape[1:-1] == reference[1:-1]
+    assert opener.output_shape is not None
+    return same_map(opener.output_shape, _channel_dim(opener), shape)
 
 
 #: Every conv block's activation.

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lightning_convviz.functional.guard import in_diagnostic
+from lightning_convviz.functional.kinds import is_conv, is_linear, map_channel_dim, same_map
 
 __all__ = [
     "SITE_SEPARATOR",
@@ -175,6 +176,10 @@ class CallSites:
         self.output_shape: tuple[int, ...] | None = None
         #: Free for the owner: whether the rule's choice has been reported.
         self.announced = False
+        # explicit layers: the first pass also watches convolutions and linear layers, to know
+        # which selected maps are channels-last (the latest such layer before them made them)
+        self._layouts_known = layers is None
+        self._opener: tuple[int, tuple[int, ...]] | None = None  # channel dim, shape
         self._current: dict[str, int] = {}
         self._recorded: list[ModuleCall] = []
         self._passed: list[Site] = []
@@ -192,7 +197,8 @@ class CallSites:
         return site_name(site.module, site.call, max(self.calls.get(site.module, 1), site.call))
 
     def channel_dim(self, site: Site) -> int:
-        """The dimension of the site's channels: 1, or -1 for a channels-last map."""
+        """The dimension of the site's channels: 1, or -1 for a channels-last map (made by a
+        linear layer on a map, as in ConvNeXt's blocks; known from the first forward pass)."""
         return self.channel_dims.get(site, 1)
 
     def keeps(self, site: Site) -> bool:
@@ -234,8 +240,15 @@ class CallSites:
             yield self
 
     def _watched(self) -> dict[str, nn.Module]:
-        if self.rule is None:
+        if self.rule is None and self._layouts_known:
             return self._modules
+        if self.rule is None:
+            probes = {
+                name: module
+                for name, module in self.model.named_modules()
+                if name and (is_conv(module) or is_linear(module))
+            }
+            return {**probes, **self._modules}
         if self.chosen is None:
             return {
                 name: module
@@ -264,6 +277,13 @@ class CallSites:
         def hook(_module: nn.Module, inputs: Any, output: Any) -> None:
             if self.collecting and in_diagnostic():
                 return
+            if not self._layouts_known:
+                shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+                made = map_channel_dim(_module, shape)
+                if made is not None and shape is not None:
+                    self._opener = (made, shape)
+            if self.rule is None and name not in self._modules:
+                return  # a probe of the layout only
             if self._depth == 0:  # called on its own, outside any ancestor: a pass of its own
                 self._current.pop(name, None)
             call = self._current[name] = self._current.get(name, 0) + 1
@@ -282,6 +302,8 @@ class CallSites:
                 return
             else:
                 self._passed.append(site)
+                if not self._layouts_known:
+                    self._learn_layout(site, output)
             if self._depth == 0:
                 self._finish_pass()
             value = output if read == "output" else (inputs[0] if inputs else None)
@@ -291,11 +313,21 @@ class CallSites:
         with _removing(module.register_forward_hook(hook)):
             yield
 
+    def _learn_layout(self, site: Site, output: Any) -> None:
+        """A selected map is channels-last when the latest convolution or linear layer made a
+        channels-last map of its size."""
+        if self._opener is None or not isinstance(output, torch.Tensor):
+            return
+        dim, reference = self._opener
+        if dim != 1 and same_map(reference, dim, tuple(output.shape)):
+            self.channel_dims[site] = dim
+
     def _enter(self, _module: nn.Module, _inputs: Any) -> None:
         if self.collecting and in_diagnostic():
             return
         if self._depth == 0:
             self._current, self._recorded, self._passed = {}, [], []
+            self._opener = None
         self._depth += 1
 
     def _leave(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -316,6 +348,7 @@ class CallSites:
             self.order = list(self.chosen)
         elif not self.deciding and self._passed:
             self.order = list(dict.fromkeys(self._passed))
+            self._layouts_known = True
         self._recorded, self._passed = [], []
 
 
