@@ -1,0 +1,165 @@
+"""The model zoo sweep (``make zoo``): every callback at its defaults on every torchvision
+classifier and a set of timm families, random weights, a table of what works.
+
+Each architecture runs in its own process (``tests/zoo.py``: one epoch of two training steps and
+a validation batch on random images, 10 classes, all twelve callbacks at their defaults, with
+InversionMonitor's and ClassModelMonitor's optimisation steps lowered to 2: they set what a
+drawing costs, not which code runs). The table gives each callback's status, ``ok`` or a note
+with the reason, and the seconds of the fit; the notes follow the table.
+
+    python benchmarks/model_zoo.py                      # everything, table on stdout
+    python benchmarks/model_zoo.py --out docs/zoo.md    # also written as markdown
+    python benchmarks/model_zoo.py resnet50 timm:dla34  # some models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+
+#: Input side per torchvision model family (smallest sensible; Inception-v3 at its 299 px).
+SIDES = {"inception_v3": 299, "googlenet": 96, "maxvit_t": 224, "vit_": 64, "swin": 64}
+
+TIMM = [
+    "timm:resnet50d",
+    "timm:efficientnet_b0",
+    "timm:tf_efficientnet_b0",
+    "timm:mobilenetv3_large_100",
+    "timm:mobilenetv4_conv_small",
+    "timm:regnety_004",
+    "timm:convnext_atto",
+    "timm:dla34",
+    "timm:densenet121",
+    "timm:res2net50_26w_4s",
+    "timm:resnest14d",
+    "timm:cspresnet50",
+    "timm:ghostnet_100",
+    "timm:mixnet_s",
+    "timm:dpn68",
+    "timm:rexnet_100",
+    "timm:nf_resnet26",
+    "timm:repvgg_a0",
+    "timm:xception41",
+    "timm:hrnet_w18_small",
+    "timm:inception_v3",
+    "timm:mobilevit_xxs",
+    "timm:vit_tiny_patch16_224",
+]
+
+SHORT = {
+    "ActivationStatsMonitor": "stats",
+    "ActivationMapMonitor": "maps",
+    "FilterMonitor": "filters",
+    "SaliencyMonitor": "saliency",
+    "OcclusionMonitor": "occlusion",
+    "MaxActivationMonitor": "top-k",
+    "EmbeddingMonitor": "t-SNE",
+    "InversionMonitor": "inversion",
+    "AdversarialMonitor": "fgsm",
+    "ClassModelMonitor": "class model",
+    "AttributePerformanceMonitor": "attributes",
+    "LearningRateDoctor": "lr doctor",
+}
+
+
+def side_of(name: str) -> int:
+    bare = name.removeprefix("timm:")
+    if name.startswith("timm:"):
+        return 299 if bare == "inception_v3" else 224 if bare.startswith("vit_") else 64
+    return next((side for prefix, side in SIDES.items() if bare.startswith(prefix)), 64)
+
+
+def torchvision_models() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def run_one(name: str, timeout: float) -> dict[str, object]:
+    """Run one architecture in a fresh process and return its result as a dict."""
+    with tempfile.TemporaryDirectory() as root:
+        code = (
+            "import json, sys; from pathlib import Path; from zoo import run; "
+            f"r = run({name!r}, {side_of(name)}, Path({root!r})); "
+            "print('ZOO' + json.dumps(r.__dict__))"
+        )
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=TESTS,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return {"model": name, "side": side_of(name), "error": f"over {timeout:.0f} s"}
+        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("ZOO")), None)
+        if line is None:
+            tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+            return {"model": name, "side": side_of(name), "error": tail[0][:300]}
+        result: dict[str, object] = json.loads(line[3:])
+        result["wall"] = time.perf_counter() - start
+        return result
+
+
+def table(results: list[dict[str, object]]) -> str:
+    notes: dict[str, int] = {}
+
+    def cell(status: str) -> str:
+        if status == "ok":
+            return "ok"
+        number = notes.setdefault(status, len(notes) + 1)
+        return f"[{number}]"
+
+    header = ["model", "px", *SHORT.values(), "s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        statuses = result.get("statuses") or {}
+        assert isinstance(statuses, dict)
+        error = str(result.get("error") or "")
+        if result.get("hooks_left"):
+            error = (error + f"; {result['hooks_left']} hooks left").strip("; ")
+        cells = [cell(statuses.get(kind, error or "not run")) for kind in SHORT]
+        if error and statuses:
+            cells[-1] += f" ({cell(error)})"
+        seconds = result.get("seconds")
+        shown = f"{seconds:.0f}" if isinstance(seconds, (int, float)) else "-"
+        lines.append(
+            f"| {result['model']} | {result['side']} | " + " | ".join(cells) + f" | {shown} |"
+        )
+    lines.append("")
+    lines += [f"{number}. {text}" for text, number in notes.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="*", help="models to run (default: all)")
+    parser.add_argument("--out", type=Path, help="also write the table as markdown here")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    parser.add_argument("--skip-timm", action="store_true")
+    args = parser.parse_args()
+    models = args.models or [*torchvision_models(), *([] if args.skip_timm else TIMM)]
+    results = []
+    for name in models:
+        result = run_one(name, args.timeout)
+        results.append(result)
+        statuses = result.get("statuses") or {}
+        assert isinstance(statuses, dict)
+        bad = {SHORT[k]: v for k, v in statuses.items() if v != "ok"}
+        print(f"{name}: {result.get('error') or bad or 'ok'}", file=sys.stderr, flush=True)
+        if args.out:
+            args.out.write_text(table(results) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
