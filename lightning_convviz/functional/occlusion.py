@@ -245,15 +245,7 @@ class _OccludedForward:
         try:
             fast = self.incremental(image, top, left, block)
         except Exception as error:  # the traced graph does not run as the model does
-            warnings.warn(
-                "occlusion: the incremental forward pass failed "
-                f"({type(error).__name__}: {error}); evaluating whole occluded images instead. "
-                "Pass incremental=False to skip the attempt.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            self.incremental = None
-            return self._full(image, position)
+            return self._give_up(f"failed ({type(error).__name__}: {error})", image, position)
         # check a few windows, the first and the last of the batch, against the plain pass
         sample = torch.unique(torch.tensor([0, 1, 2, 3, -4, -3, -2, -1]) % len(position))
         expected = self._full(image[sample.to(image.device)], position[sample])
@@ -261,12 +253,20 @@ class _OccludedForward:
         if torch.allclose(found, expected, rtol=1e-3, atol=1e-4):
             self.verified = True
             return fast
+        difference = float((found - expected).abs().max())
+        return self._give_up(
+            f"disagrees with the model's own output (largest difference {difference:.3g})",
+            image,
+            position,
+        )
+
+    def _give_up(self, why: str, image: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Warn, stop using the incremental pass, and compute whole occluded images."""
         warnings.warn(
-            "occlusion: the incremental forward pass disagrees with the model's own output "
-            f"(largest difference {float((found - expected).abs().max()):.3g}); evaluating whole "
-            "occluded images instead. Pass incremental=False to skip the attempt.",
+            f"occlusion: the incremental forward pass {why}; evaluating whole occluded images "
+            "instead. Pass incremental=False to skip the attempt.",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         self.incremental = None
         return self._full(image, position)

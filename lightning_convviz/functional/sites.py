@@ -180,6 +180,7 @@ class CallSites:
         # which selected maps are channels-last (the latest such layer before them made them)
         self._layouts_known = layers is None
         self._opener: tuple[int, tuple[int, ...]] | None = None  # channel dim, shape
+        self._hooked: tuple[tuple[bool, bool], dict[str, nn.Module], list[nn.Module]] | None = None
         self._current: dict[str, int] = {}
         self._recorded: list[ModuleCall] = []
         self._passed: list[Site] = []
@@ -229,15 +230,24 @@ class CallSites:
         output (or, with ``read="input"``, its first input) when that is a tensor (not detached).
         No hook survives the block, also when it raises."""
         with ExitStack() as hooks:
-            watched = self._watched()
+            watched, ancestors = self._hooked_modules()
             for name, module in watched.items():
                 hooks.enter_context(self._counting(name, module, callback, read))
-            for module in self._ancestors(watched):
+            for module in ancestors:
                 hooks.enter_context(_removing(module.register_forward_pre_hook(self._enter)))
                 hooks.enter_context(
                     _removing(module.register_forward_hook(self._leave, always_call=True))
                 )
             yield self
+
+    def _hooked_modules(self) -> tuple[dict[str, nn.Module], list[nn.Module]]:
+        """The watched modules and their ancestors; looked up once per state of the choice
+        (a callback attaches its hooks at every step)."""
+        key = (self.chosen is None, self._layouts_known)
+        if self._hooked is None or self._hooked[0] != key:
+            watched = self._watched()
+            self._hooked = (key, watched, self._ancestors(watched))
+        return self._hooked[1], self._hooked[2]
 
     def _watched(self) -> dict[str, nn.Module]:
         if self.rule is None and self._layouts_known:
