@@ -21,7 +21,11 @@ from lightning_convviz.functional import (
     split_selector,
     survey,
 )
-from lightning_convviz.functional.defaults import choose_activation_sites
+from lightning_convviz.functional.defaults import (
+    choose_activation_sites,
+    classifier_call,
+    last_feature_convolution,
+)
 
 
 class FunctionalReluNet(nn.Module):
@@ -203,3 +207,38 @@ def test_hooks_removed_when_body_raises() -> None:
         assert hook_count(model) > before
         raise RuntimeError("boom")
     assert hook_count(model) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "grad_cam_layer", "classifier"),
+    [
+        ("resnet50", "layer4.2.conv3", "fc"),
+        ("googlenet", "inception5b.branch4.1.conv", "fc"),  # not the aux heads' convs
+        ("squeezenet1_1", "features.12.expand3x3", "classifier.1"),  # not the 1x1-conv logits
+        ("mobilenet_v3_small", "features.12.0", "classifier.3"),
+    ],
+)
+def test_default_layers_of_real_architectures(
+    name: str, grad_cam_layer: str, classifier: str
+) -> None:
+    extra = {"aux_logits": True, "init_weights": False} if name == "googlenet" else {}
+    model = torchvision.models.get_model(name, num_classes=10, **extra)
+    image = torch.randn(1, 3, 64, 64)
+    assert last_feature_convolution(model, image) == grad_cam_layer
+    found = classifier_call(*survey(model, image))
+    assert found is not None and found.site.module == classifier
+
+
+def test_the_classifier_is_the_layer_that_produces_the_classes() -> None:
+    class SideBranch(TinyCNN):
+        """A convolution called after the head, on a side branch: not the classifier."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.side = nn.Conv2d(3, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) + 0 * self.side(x).mean()
+
+    found = classifier_call(*survey(SideBranch(), torch.randn(2, 3, 16, 16)))
+    assert found is not None and found.site.module == "head"
