@@ -62,7 +62,10 @@ class LearningRateDoctor(ConvVizCallback):
       linear weight across one optimizer step, measured from the actual parameter change, so it
       holds for any optimizer (CS231n's rule of thumb: around 1e-3 is healthy);
     * **dead filters**: channels of each conv block's activation never positive over the epoch's
-      measured steps, and their trend;
+      measured steps, and their trend; each call of a module is its own site
+      (``layer1.0.relu:1``, ...), found from the first forward pass as for
+      :class:`~lightning_convviz.ActivationStatsMonitor` (a model without conv block activations,
+      such as a vision transformer, goes without this signal, and an info message says so);
     * **filter noise score** of the first convolution (Geary's ratio; 1.0 = random);
     * **loss**: NaN or infinity (reported at the step it first appears), and divergence
       (an epoch's mean loss above ``divergence_factor`` times the best so far that also gives
