@@ -13,6 +13,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 from lightning_convviz import OcclusionMonitor, SaliencyMonitor
 from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
+from lightning_convviz.functional.sampling import dataset_labels, spread_indices
 
 LOG = "run/version_0"
 
@@ -27,10 +28,13 @@ def test_saliency_monitor_logs_every_method_as_a_time_lapse(tmp_path: Path) -> N
         assert [event.step for event in events.Images(tag)] == [0, 2, 4]
         # 4 tiles of 16 px enlarged to 96, 2 px gaps, a two-line caption strip of 28 px
         assert logged_image(events, tag).shape == (2 + 96 + 28 + 2, 2 + 4 * (96 + 2), 3)
+    # the probe: read from the validation set, spread over it and its two classes
     _, val = loaders()
-    images, labels = next(iter(val))
-    assert torch.equal(monitor.state_dict()["probe"], images[:4])
-    assert torch.equal(monitor.state_dict()["probe_labels"], labels[:4])
+    dataset = val.dataset
+    images, labels = dataset[spread_indices(len(dataset), 4, dataset_labels(dataset))]
+    assert torch.equal(monitor.state_dict()["probe"], images)
+    assert torch.equal(monitor.state_dict()["probe_labels"], labels)
+    assert labels.tolist() in ([0, 1, 0, 1], [1, 0, 1, 0])
 
 
 def test_maps_change_as_the_model_trains(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from lightning_convviz import (
     FilterMonitor,
 )
 from lightning_convviz.functional import Site, filter_noise_score
+from lightning_convviz.functional.sampling import dataset_labels, spread_indices
 
 LOG = "run/version_0"
 
@@ -84,16 +85,16 @@ def test_stats_state_dict_round_trip(tmp_path: Path) -> None:
 # -- ActivationMapMonitor --------------------------------------------------------------------
 
 
-def test_activation_maps_logged_per_layer_from_first_validation_images(tmp_path: Path) -> None:
+def test_activation_maps_logged_per_layer_from_validation_images(tmp_path: Path) -> None:
     monitor = ActivationMapMonitor(num_probe_images=2, tile_side=16)
     _fit(tmp_path, [monitor], max_epochs=2)
     events = read_events(tmp_path / LOG)
     assert sorted(events.Tags()["images"]) == ["activation_maps/relu1", "activation_maps/relu2"]
     assert [e.step for e in events.Images("activation_maps/relu2")] == [0, 2, 4]
     _, val = loaders()
-    first_val = next(iter(val))[0][:2]
+    spread = val.dataset[spread_indices(len(val.dataset), 2, dataset_labels(val.dataset))][0]
     assert monitor.state_dict()["probe"] is not None
-    assert torch.equal(monitor.state_dict()["probe"], first_val)
+    assert torch.equal(monitor.state_dict()["probe"], spread)
     # relu2: 8 channels, 16x16 maps -> 3 x 3 grid of 16 px boxes with 2 px padding: 56 px;
     # two probe rows stacked -> 112 px high
     picture = _image(events, "activation_maps/relu2")

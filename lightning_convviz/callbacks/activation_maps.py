@@ -19,9 +19,10 @@ __all__ = ["ActivationMapMonitor"]
 class ActivationMapMonitor(ProbeCallback):
     """Log, per layer, a grid with every channel's activation map for fixed probe images.
 
-    The probe images are the first ``num_probe_images`` images of the first validation batch
-    (taken once, during the sanity check or the first validation run, so they are the same for
-    the whole run), or the ``probe_images`` tensor you pass. Without validation data the first
+    The probe images are ``num_probe_images`` validation images spread over the validation set
+    and its classes (read by index at the first validation batch, the sanity check's included,
+    so they are the same for the whole run; see :mod:`lightning_convviz.callbacks.probe`), or
+    the ``probe_images`` tensor you pass. Without validation data the first
     training batch serves, and an info message says so. Maps are drawn at the start of training
     and every ``every_n_epochs`` epochs, in eval mode on a probe batch, with every module's
     ``.training`` flag, the RNG state and the gradients restored afterwards.

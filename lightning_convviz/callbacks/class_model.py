@@ -18,7 +18,7 @@ class ClassModelMonitor(ProbeCallback):
     """Synthesise one image per class by gradient ascent on its score (Simonyan et al.).
 
     Every ``every_n_epochs`` epochs (and at the start), from a blank image of the inputs' shape
-    (taken from the first validation batch), Adam ascends each class score with an L2 penalty,
+    (taken from the probe images), Adam ascends each class score with an L2 penalty,
     a light blur and random shifts (:func:`~lightning_convviz.functional.inversion.
     class_model`). Early in training the images are noise; later the strokes that make a class
     appear.

@@ -24,6 +24,7 @@ from lightning_convviz.callbacks.base import (
     inputs_from_batch,
 )
 from lightning_convviz.callbacks.probe import labels_from_batch
+from lightning_convviz.callbacks.samples import SampleCollector
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
 from lightning_convviz.functional.defaults import CLASSIFIER
 from lightning_convviz.functional.embedding import (
@@ -65,17 +66,19 @@ class _Result:
 class EmbeddingMonitor(ConvVizCallback):
     """Embed the CNN codes of fixed validation samples with t-SNE, in the background.
 
-    Every ``every_n_epochs`` validation epochs the callback records the codes of the first
-    ``max_samples`` validation samples (the same ones every time; the validation loader must
-    not shuffle): by default the input of the classifier (the last linear layer or convolution
+    Every ``every_n_epochs`` validation epochs the callback records the codes of ``max_samples``
+    validation samples, spread over what the validation epoch shows and over its classes when the
+    data set keeps its labels (``ImageFolder.targets``, ...), or reservoir-sampled from a stream
+    (see :mod:`lightning_convviz.callbacks.samples`; the same ones every time: the validation loader
+    must not shuffle): by default the input of the classifier (the last linear layer or convolution
     called that produces the classes), i.e. the penultimate representation, like AlexNet's 4096-d
     codes, averaged over the map when the classifier is a 1x1 convolution; with ``layer=`` the
     output of that module, flattened. A background thread embeds them with openTSNE (PCA to 50
-    dimensions first, a fixed seed, all cores), starting from the previous map and rotated onto
-    it so that the time-lapse does not jump or mirror; the training loop only pays for moving
-    the codes to the host (a few milliseconds). Results are logged, at the step they belong to,
-    as soon as they are ready; at the end of training the callback waits up to ``wait_timeout``
-    seconds for the last one and says so if it gives up.
+    dimensions first, a fixed seed, all cores), starting from the previous map and rotated onto it
+    so that the time-lapse does not jump or mirror; the training loop only pays for moving the codes
+    to the host (a few milliseconds). Results are logged, at the step they belong to, as soon as
+    they are ready; at the end of training the callback waits up to ``wait_timeout`` seconds for the
+    last one and says so if it gives up.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -164,7 +167,7 @@ class EmbeddingMonitor(ConvVizCallback):
         self._sites: CallSites | None = None
         self._hooks: contextlib.ExitStack | None = None
         self._latest: dict[Site, torch.Tensor] = {}
-        self._collected: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        self._samples = SampleCollector(max_samples, seed)
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future[_Result]] = []
         self._chart: plots.Chart | None = None  # made by the worker thread, reused there
@@ -201,7 +204,7 @@ class EmbeddingMonitor(ConvVizCallback):
             or self._sites is None
         ):
             return
-        self._collected = []
+        self._samples.start(trainer)
         self._latest = {}
 
         def keep(site: Site, value: torch.Tensor) -> None:
@@ -232,16 +235,18 @@ class EmbeddingMonitor(ConvVizCallback):
         codes = next((code for site, code in latest.items() if sites.keeps(site)), None)
         if codes is None:
             return
-        quota = -(-self.max_samples // trainer.world_size)  # per rank
-        remaining = quota - sum(len(part[0]) for part in self._collected)
-        if remaining <= 0:
+        kept = self._samples.rows_to_keep(len(codes))
+        if not kept:
             return
-        count = min(remaining, len(codes))
-        images = inputs_from_batch(batch)[:count]
-        labels = labels_from_batch(batch, count)
+        rows = torch.tensor([row for row, _ in kept])
+        images = inputs_from_batch(batch)[rows.to(codes.device)]
+        labels = labels_from_batch(batch, len(codes))
         pictures = (render.thumbnails(images, self._picture_side()) * 255).round().to(torch.uint8)
-        self._collected.append(
-            (codes[:count].float(), None if labels is None else labels.to(codes.device), pictures)
+        self._samples.store(
+            [slot for _, slot in kept],
+            codes=codes[rows.to(codes.device)].float(),
+            labels=None if labels is None else labels[rows],
+            pictures=pictures,
         )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -270,20 +275,19 @@ class EmbeddingMonitor(ConvVizCallback):
         self, trainer: Trainer
     ) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor] | None:
         """Codes, labels and pictures of every rank (collectives on every rank)."""
-        if not self._collected:
+        found = self._samples.gathered(
+            trainer,
+            empty={
+                "codes": torch.zeros(0, 0),
+                "labels": torch.zeros(0, dtype=torch.long),
+                "pictures": torch.zeros(0, 0, 0, 0, dtype=torch.uint8),
+            },
+        )
+        codes, labels, pictures = found["codes"], found["labels"], found["pictures"]
+        if codes is None or pictures is None or not len(codes):
             return None
-        codes = torch.cat([part[0] for part in self._collected])
-        pictures = torch.cat([part[2] for part in self._collected])
-        label_parts = [part[1] for part in self._collected if part[1] is not None]
-        labels = torch.cat(label_parts) if len(label_parts) == len(self._collected) else None
-        if trainer.world_size > 1:
-            codes = trainer.strategy.all_gather(codes).flatten(0, 1)
-            pictures = trainer.strategy.all_gather(pictures).flatten(0, 1)
-            if labels is not None:
-                labels = trainer.strategy.all_gather(labels).flatten(0, 1)
-        codes_np = codes[: self.max_samples].cpu().numpy()
-        labels_np = None if labels is None else labels[: self.max_samples].cpu().numpy()
-        return codes_np, labels_np, pictures[: self.max_samples].cpu()
+        labels_np = None if labels is None else labels.cpu().numpy()
+        return codes.cpu().numpy(), labels_np, pictures.cpu()
 
     def _picture_side(self) -> int:
         """Thumbnail side: as asked, but small enough for a projector sprite of max_samples."""
@@ -400,7 +404,7 @@ class EmbeddingMonitor(ConvVizCallback):
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
-        self._collected = []
+        self._samples = SampleCollector(self.max_samples, self.seed)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

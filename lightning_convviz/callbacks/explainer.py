@@ -1,12 +1,12 @@
 """Shared machinery of the callbacks that work on fixed probe images.
 
-:class:`ProbeCallback` picks the probe (the first validation images with their labels, a user
-tensor, or the first training batch), keeps the cadence (start of training, then every
-``every_n_epochs`` epochs) and predicts with captions; activation maps, inversion, adversarial
-examples and class models build on it. :class:`ProbeExplainer` adds the heat-map grids of the
-attribution callbacks: each subclass turns (model, images, targets) into maps in ``[0, 1]``,
-logged as one labelled grid per map kind, so consecutive steps form a time-lapse in
-TensorBoard's image slider.
+:class:`ProbeCallback` picks the probe (validation images spread over the set and its classes, with
+their labels, a user tensor, or the first training batch), keeps the cadence (start of training,
+then every ``every_n_epochs`` epochs) and predicts with captions; activation maps, inversion,
+adversarial examples and class models build on it. :class:`ProbeExplainer` adds the heat-map grids
+of the attribution callbacks: each subclass turns (model, images, targets) into maps in ``[0, 1]``,
+logged as one labelled grid per map kind, so consecutive steps form a time-lapse in TensorBoard's
+image slider.
 """
 
 from __future__ import annotations
@@ -76,7 +76,11 @@ class ProbeCallback(ConvVizCallback):
         dataloader_idx: int = 0,
     ) -> None:
         if self._enabled:
-            self._probe.offer_validation_batch(batch, batch_idx, dataloader_idx)
+            self._probe.offer_validation_batch(trainer, batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._enabled:
+            self._probe.end_validation_epoch(trainer)
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int

@@ -29,12 +29,13 @@ ATTRIBUTION_METHODS = ("saliency", "smoothgrad", "deconvnet", "guided_backprop",
 class SaliencyMonitor(ProbeExplainer):
     """Log, per attribution method, the probe images with the method's map laid over them.
 
-    Where does the model look? Saliency (Simonyan et al.), SmoothGrad, deconvnet (Zeiler &
-    Fergus), guided backprop (Springenberg et al.) and Grad-CAM, computed with
-    :mod:`lightning_convviz.functional` for a fixed probe set: the first ``num_probe_images``
-    validation images, or ``probe_images``. They are drawn at the start of training and every
-    ``every_n_epochs`` epochs, so TensorBoard's step slider plays the maps as a time-lapse: noisy
-    at first, then settling on the strokes that decide the class.
+    Where does the model look? Saliency (Simonyan et al.), SmoothGrad, deconvnet (Zeiler & Fergus),
+    guided backprop (Springenberg et al.) and Grad-CAM, computed with
+    :mod:`lightning_convviz.functional` for a fixed probe set: ``num_probe_images`` validation
+    images spread over the set and its classes (one per class first), or ``probe_images``. They are
+    drawn at the start of training and every ``every_n_epochs`` epochs, so TensorBoard's step slider
+    plays the maps as a time-lapse: noisy at first, then settling on the strokes that decide the
+    class.
 
     Each tile is one probe image in grey with the map in heat-map colours (blue = little, red =
     most evidence; each map scaled to its 99th percentile), captioned with the true class (when

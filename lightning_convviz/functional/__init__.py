@@ -69,6 +69,12 @@ from lightning_convviz.functional.receptive_field import (
     receptive_fields,
 )
 from lightning_convviz.functional.relu_override import modified_relu_backward
+from lightning_convviz.functional.sampling import (
+    Reservoir,
+    dataset_labels,
+    is_indexable,
+    spread_indices,
+)
 from lightning_convviz.functional.sites import (
     SITE_SEPARATOR,
     CallSites,
@@ -104,6 +110,7 @@ __all__ = [
     "ModuleCall",
     "OcclusionScores",
     "ReceptiveField",
+    "Reservoir",
     "Site",
     "SiteRule",
     "Survey",
@@ -118,6 +125,7 @@ __all__ = [
     "contrast",
     "conv_layers",
     "crop_receptive_field",
+    "dataset_labels",
     "dead_channels",
     "dead_fraction",
     "deconvnet",
@@ -133,6 +141,7 @@ __all__ = [
     "guided_backprop",
     "invert",
     "is_conv",
+    "is_indexable",
     "min_fooling_epsilon",
     "modified_relu_backward",
     "occluded_score_map",
@@ -150,6 +159,7 @@ __all__ = [
     "smoothgrad",
     "sparsity",
     "split_selector",
+    "spread_indices",
     "survey",
     "take_slots",
     "topk_merge",
