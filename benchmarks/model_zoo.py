@@ -24,8 +24,17 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
-#: Input side per torchvision model family (smallest sensible; Inception-v3 at its 299 px).
-SIDES = {"inception_v3": 299, "googlenet": 96, "maxvit_t": 224, "vit_": 64, "swin": 64}
+#: Input side per torchvision model family, by name prefix (the first match counts): 32 px
+#: unless the architecture needs more (AlexNet's pools, transformers' patches and windows);
+#: Inception-v3 at its 299 px.
+SIDES = {
+    "inception_v3": 299,
+    "alexnet": 64,
+    "maxvit": 224,
+    "vit_h_14": 56,
+    "vit_": 64,
+    "swin": 64,
+}
 
 TIMM = [
     "timm:resnet50d",
@@ -73,7 +82,7 @@ def side_of(name: str) -> int:
     bare = name.removeprefix("timm:")
     if name.startswith("timm:"):
         return 299 if bare == "inception_v3" else 224 if bare.startswith("vit_") else 64
-    return next((side for prefix, side in SIDES.items() if bare.startswith(prefix)), 64)
+    return next((side for prefix, side in SIDES.items() if bare.startswith(prefix)), 32)
 
 
 def torchvision_models() -> list[str]:
@@ -159,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", help="models to run (default: all)")
     parser.add_argument("--out", type=Path, help="also write the table as markdown here")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per model")
     parser.add_argument("--skip-timm", action="store_true")
     args = parser.parse_args()
     models = args.models or [*torchvision_models(), *([] if args.skip_timm else TIMM)]
