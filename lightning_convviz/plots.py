@@ -54,6 +54,10 @@ class Chart:
         return rgba[:, :, :3].copy()
 
 
+#: Most classes drawn with distinct colours and a legend in :func:`class_scatter`.
+LEGEND_CLASSES = 20
+
+
 def class_scatter(
     points: np.ndarray,
     labels: np.ndarray | None,
@@ -62,8 +66,10 @@ def class_scatter(
     dpi: int = 100,
     chart: Chart | None = None,
 ) -> np.ndarray:
-    """A 2-D scatter plot, one colour per class with a legend (grey without labels), drawn
-    on ``chart`` (a new one by default).
+    """A 2-D scatter plot coloured by class (grey without labels), drawn on ``chart`` (a new
+    one by default). Up to :data:`LEGEND_CLASSES` classes get distinct colours and a legend;
+    more (ImageNet's 1000) are coloured along a continuous map by class index, with a colour
+    bar, since a legend of hundreds of entries could not be read.
 
     Example:
         >>> picture = class_scatter(np.random.rand(30, 2), np.arange(30) % 3, "epoch 1")
@@ -77,6 +83,13 @@ def class_scatter(
     marker = max(2.0, 12.0 - np.log10(max(len(points), 1)) * 3)
     if labels is None:
         axes.scatter(points[:, 0], points[:, 1], s=marker, c="0.4", linewidths=0)
+    elif len(np.unique(labels)) > LEGEND_CLASSES:
+        drawn = axes.scatter(
+            points[:, 0], points[:, 1], s=marker, c=labels, cmap="turbo", linewidths=0
+        )
+        bar = axes.figure.colorbar(drawn, ax=axes, fraction=0.04, pad=0.01)
+        bar.set_label(f"class ({len(np.unique(labels))} classes)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     else:
         classes = np.unique(labels)
         colours = colormaps["tab10" if len(classes) <= 10 else "tab20"]

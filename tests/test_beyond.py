@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from captum.robust import FGSM
-from helpers import TinyCNN, fit, hook_count, logged_image, read_events
+from helpers import TinyCNN, fit, hook_count, logged_image, make_trainer, read_events
 from torch import nn
 from torch.testing import assert_close
 
@@ -185,6 +185,26 @@ def test_inversion_adversarial_and_class_model_monitors_log(tmp_path: Path) -> N
     assert len(fooled) == 3 and all(0 <= v <= 1 for v in fooled)
     assert [e.step for e in events.Images("class_model/images")] == [0, 4]
     assert logged_image(events, "class_model/images").shape[1] == 2 + 2 * 66  # two classes
+
+
+def test_class_models_of_many_classes_are_capped_at_the_probes_classes(tmp_path: Path) -> None:
+    class ManyClasses(TinyCNN):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(32, 40)
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(80, 3, 16, 16, generator=generator)
+    sorted_labels = torch.arange(40).repeat_interleave(2)  # class by class, as on disk
+    data = torch.utils.data.TensorDataset(images, sorted_labels)
+    loader = torch.utils.data.DataLoader(data, batch_size=16)
+    monitor = ClassModelMonitor(steps=2, every_n_epochs=1)
+    trainer = make_trainer(tmp_path, [monitor], num_sanity_val_steps=0)
+    trainer.fit(ManyClasses(), loader, loader)
+    probe_classes = sorted(monitor.state_dict()["probe_labels"].tolist())
+    assert len(set(probe_classes)) == 16  # 16 probes, one per class, spread over the 40
+    picture = logged_image(read_events(tmp_path / LOG), "class_model/images")
+    assert picture.shape[1] == 2 + 10 * 66 and picture.shape[0] > 2 * 66  # 16 tiles, 2 rows
 
 
 def test_inversion_defaults_come_from_the_forward_pass(tmp_path: Path) -> None:

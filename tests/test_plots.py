@@ -79,3 +79,17 @@ def test_bin_ranges_take_the_digits_needed_to_tell_neighbouring_edges_apart() ->
         "1.0451 \N{EN DASH} 1.0454",
         "1.0454 \N{EN DASH} 1.048",
     ]
+
+
+def test_many_classes_get_a_colour_bar_instead_of_a_legend() -> None:
+    chart = plots.Chart()
+    points = np.random.default_rng(0).random((2000, 2))
+    picture = plots.class_scatter(points, np.arange(2000) % 1000, "ImageNet-sized", chart=chart)
+    figure = chart._figure
+    assert picture.shape == (600, 600, 3)
+    assert len(figure.axes) == 2 and figure.axes[0].get_legend() is None  # scatter + colour bar
+    assert "1000 classes" in figure.axes[1].get_ylabel()
+    plots.class_scatter(points[:30], np.arange(30) % 10, "digits", chart=chart)
+    assert len(figure.axes) == 1 and figure.axes[0].get_legend() is not None
+    # the reused chart draws what a fresh figure draws, after a colour bar too
+    np.testing.assert_array_equal(scatter(chart), scatter(None))

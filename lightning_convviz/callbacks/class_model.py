@@ -10,6 +10,7 @@ from lightning_convviz.callbacks.base import check_positive_int
 from lightning_convviz.callbacks.explainer import ProbeCallback
 from lightning_convviz.functional.guard import preserved_state
 from lightning_convviz.functional.inversion import class_model
+from lightning_convviz.functional.sampling import spread_classes
 
 __all__ = ["ClassModelMonitor"]
 
@@ -31,8 +32,14 @@ class ClassModelMonitor(ProbeCallback):
         * ``class_model/images`` (image): one picture per class, captioned with the class and
           the probability the model gives it.
 
+    Which classes: ``classes``, or by default every class when the model has at most
+    ``max_classes`` of them, else the classes of the probe images (``max_classes`` validation
+    images spread over the classes, see :mod:`lightning_convviz.callbacks.probe`; so on ImageNet
+    16 classes spread over the 1000, not one image per class), filled up with an even spread.
+
     Args:
-        classes: Which classes (``None``: all the model's outputs).
+        classes: Which classes (``None``: see above).
+        max_classes: Most class images per drawing when ``classes`` is ``None``.
         every_n_epochs: Draw after every this many training epochs.
         steps: Ascent steps.
         l2: Weight of the squared-norm penalty.
@@ -51,6 +58,7 @@ class ClassModelMonitor(ProbeCallback):
     def __init__(
         self,
         classes: list[int] | None = None,
+        max_classes: int = 16,
         every_n_epochs: int = 5,
         steps: int = 200,
         l2: float = 1e-3,
@@ -58,7 +66,9 @@ class ClassModelMonitor(ProbeCallback):
         jitter: int = 1,
         tile_side: int = 64,
     ) -> None:
-        super().__init__(None, None, 1, every_n_epochs, "true", tile_side)
+        check_positive_int("max_classes", max_classes)
+        # the probe: as many images as classes drawn, spread over the classes (their labels)
+        super().__init__(None, None, max_classes, every_n_epochs, "true", tile_side)
         if classes is not None and not (
             isinstance(classes, (list, tuple))
             and classes
@@ -74,6 +84,7 @@ class ClassModelMonitor(ProbeCallback):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
         self.classes = None if classes is None else list(classes)
+        self.max_classes = max_classes
         self.steps = steps
         self.l2 = float(l2)
         self.blur_every = blur_every
@@ -89,7 +100,9 @@ class ClassModelMonitor(ProbeCallback):
             return
         shape = tuple(probe[0].shape[1:])
         with preserved_state(pl_module), torch.no_grad():
-            classes = self.classes or list(range(pl_module(probe[0][:1]).shape[1]))
+            num_classes = pl_module(probe[0][:1]).shape[1]
+        preferred = () if probe[1] is None else probe[1]
+        classes = self.classes or spread_classes(num_classes, self.max_classes, preferred)
         images = class_model(
             pl_module,
             classes,

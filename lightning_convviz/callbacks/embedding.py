@@ -85,7 +85,8 @@ class EmbeddingMonitor(ConvVizCallback):
         >>> trainer = Trainer(callbacks=[EmbeddingMonitor(max_samples=1000, every_n_epochs=5)])
 
     Logged tags:
-        * ``embedding/scatter`` (image): the map, one colour per class, with a legend.
+        * ``embedding/scatter`` (image): the map, one colour per class, with a legend (over 20
+          classes: a continuous colour map of the class index, with a colour bar).
         * ``embedding/grid`` (image): the map snapped to a ``grid_side`` grid, each cell showing
           the sample nearest to it (the CS231n picture); empty regions stay dark.
         * ``embedding/trustworthiness`` (scalar): scikit-learn's trustworthiness of the map

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset
 
-__all__ = ["Reservoir", "dataset_labels", "is_indexable", "spread_indices"]
+__all__ = ["Reservoir", "dataset_labels", "is_indexable", "spread_classes", "spread_indices"]
 
 
 def _spread(length: int, count: int) -> list[int]:
@@ -77,6 +77,26 @@ def spread_indices(
     picks = {c: [members[c][p] for p in _spread(len(members[c]), quota[c])] for c in classes}
     rounds = max(quota.values(), default=0)
     return [picks[c][r] for r in range(rounds) for c in classes if r < len(picks[c])]
+
+
+def spread_classes(
+    num_classes: int, count: int, preferred: Sequence[int] | torch.Tensor = ()
+) -> list[int]:
+    """At most ``count`` of ``num_classes`` classes, sorted: all of them when they are few
+    enough, else the ``preferred`` ones first (the probe images' classes) and an even spread of
+    the others.
+
+    Example:
+        >>> spread_classes(10, 16), spread_classes(1000, 4), spread_classes(1000, 4, [7, 7, 3])
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [125, 375, 625, 875], [3, 7, 251, 750])
+    """
+    if num_classes <= count:
+        return list(range(num_classes))
+    chosen = list(dict.fromkeys(int(c) for c in torch.as_tensor(preferred).flatten().tolist()))
+    chosen = [c for c in chosen if 0 <= c < num_classes][:count]
+    others = [c for c in range(num_classes) if c not in set(chosen)]
+    chosen += [others[p] for p in _spread(len(others), count - len(chosen))] if others else []
+    return sorted(chosen[:count])
 
 
 def is_indexable(dataset: object) -> bool:
