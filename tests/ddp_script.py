@@ -115,7 +115,7 @@ def main(out: str, devices: int, faults: bool = False) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=list(monitors.values()),
+        callbacks=[*monitors.values(), convviz.DiagnosticsBudget(max_share=None)],
     )
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:

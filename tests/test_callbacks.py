@@ -145,7 +145,8 @@ def test_filters_every_n_epochs_without_images(tmp_path: Path) -> None:
     )
     events = read_events(tmp_path / LOG)
     assert events.Tags()["images"] == []
-    assert [e.step for e in events.Scalars("filters/noise_score/conv2")] == [0, 4]
+    # at the start, every 2nd epoch end, and at the end of training (step 6)
+    assert [e.step for e in events.Scalars("filters/noise_score/conv2")] == [0, 4, 6]
 
 
 # -- shared behaviour --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from lightning_convviz.callbacks.activation_maps import ActivationMapMonitor
 from lightning_convviz.callbacks.activation_stats import ActivationStatsMonitor
 from lightning_convviz.callbacks.adversarial import AdversarialMonitor
 from lightning_convviz.callbacks.attribute_performance import AttributePerformanceMonitor
+from lightning_convviz.callbacks.budget import DiagnosticsBudget
 from lightning_convviz.callbacks.class_model import ClassModelMonitor
 from lightning_convviz.callbacks.embedding import EmbeddingMonitor
 from lightning_convviz.callbacks.filters import FilterMonitor
@@ -19,6 +20,7 @@ __all__ = [
     "AdversarialMonitor",
     "AttributePerformanceMonitor",
     "ClassModelMonitor",
+    "DiagnosticsBudget",
     "EmbeddingMonitor",
     "FilterMonitor",
     "InversionMonitor",

@@ -14,6 +14,7 @@ from lightning_convviz.callbacks.base import (
     ConvVizCallback,
     check_positive_int,
     collecting_epoch,
+    gather_rows,
     inputs_from_batch,
 )
 from lightning_convviz.callbacks.probe import labels_from_batch
@@ -162,15 +163,31 @@ class AttributePerformanceMonitor(ConvVizCallback):
         ):
             return
         self._release_hooks()
-        if not self._records:
-            return
-        joined = {key: torch.cat([r[key] for r in self._records]) for key in self._records[0]}
-        self._records = []
-        if trainer.world_size > 1:  # every rank takes part
-            joined = {key: trainer.strategy.all_gather(v).flatten() for key, v in joined.items()}
+        keys = ["correct", "true_probability", *self.attributes]
+        records, self._records = self._records, []
+        # every rank takes part in the gathers, also one that saw no labelled batch
+        joined = {
+            key: gather_rows(
+                trainer, torch.cat([r[key] for r in records]) if records else torch.zeros(0)
+            )
+            for key in keys
+        }
         writer = self._writer(trainer)
-        if writer is None:
+        if writer is None or not len(joined["correct"]):
             return
+        step, epoch = trainer.global_step, trainer.current_epoch
+        self._draw_collected(
+            trainer, pl_module, lambda: self._chart_all(trainer, writer, joined, step, epoch)
+        )
+
+    def _chart_all(
+        self,
+        trainer: Trainer,
+        writer: Any,
+        joined: dict[str, torch.Tensor],
+        step: int,
+        epoch: int,
+    ) -> None:
         metrics = {}
         self._chart = self._chart or plots.Chart()
         for name in self.attributes:
@@ -184,12 +201,15 @@ class AttributePerformanceMonitor(ConvVizCallback):
                 result.true_probability.numpy(),
                 result.counts.numpy(),
                 attribute=name,
-                title=f"epoch {trainer.current_epoch}: {int(result.counts.sum())} images",
+                title=f"epoch {epoch}: {int(result.counts.sum())} images",
                 chart=self._chart,
             )
-            writer.add_image(self._tag(name), picture, trainer.global_step, dataformats="HWC")
+            writer.add_image(self._tag(name), picture, step, dataformats="HWC")
             metrics[self._tag(name, "worst_bin_accuracy")] = float(result.accuracy.min())
-        self._log_scalars(trainer, metrics, trainer.global_step)
+        self._log_scalars(trainer, metrics, step)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._draw_pending(trainer, pl_module)
 
     def _release_hooks(self) -> None:
         if self._handle is not None:

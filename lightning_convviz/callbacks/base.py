@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeGuard
 
 import torch
@@ -33,6 +34,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from lightning_convviz.callbacks.budget import Budget, budget_for
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
@@ -46,6 +48,7 @@ __all__ = [
     "collecting_epoch",
     "gather_rows",
     "inputs_from_batch",
+    "last_epoch",
 ]
 
 _INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values")
@@ -102,10 +105,18 @@ class NotApplicable(Exception):  # noqa: N818 (a verdict on the model, not an er
     has no conv block activations): the callback says so once and switches off."""
 
 
+def last_epoch(trainer: Trainer) -> bool:
+    """Whether this is the last epoch of the fit, when ``max_epochs`` sets one."""
+    limit = getattr(trainer, "max_epochs", None)
+    return limit is not None and limit >= 1 and trainer.current_epoch >= limit - 1
+
+
 def collecting_epoch(trainer: Trainer, every_n_epochs: int) -> bool:
     """Whether this validation epoch is one that a dataset callback collects: not the sanity
-    check, and every ``every_n_epochs``-th epoch (the same answer on every rank)."""
-    return not trainer.sanity_checking and (trainer.current_epoch + 1) % every_n_epochs == 0
+    check; every ``every_n_epochs``-th epoch and the last one (the same answer on every rank)."""
+    if trainer.sanity_checking:
+        return False
+    return (trainer.current_epoch + 1) % every_n_epochs == 0 or last_epoch(trainer)
 
 
 def gather_rows(trainer: Trainer, rows: torch.Tensor) -> torch.Tensor:
@@ -281,10 +292,17 @@ class ConvVizCallback(Callback):
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._release_hooks()
+        if stage == "fit" and self._budget is not None:
+            self._budget.stop()
 
     def __init__(self) -> None:
         self._enabled = False
         self._tensorboard: TensorBoardLogger | None = None
+        self._budget: Budget | None = None
+        #: Seconds of this callback's latest drawing (its next one is expected to cost as much).
+        self.last_drawing_seconds = 0.0
+        self._drawn_at: int | None = None  # the step of the latest drawing
+        self._postponed_drawing: Callable[[], None] | None = None  # a collector's
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -296,6 +314,8 @@ class ConvVizCallback(Callback):
             rank_zero_info(f"{type(self).__name__}: idle under fast_dev_run (no real logger).")
             return
         self._tensorboard = _find_tensorboard_logger(trainer, type(self).__name__)
+        self._budget = budget_for(trainer)
+        self._budget.ensure_started()
         self._setup_model(trainer, pl_module)
         self._enabled = True
         self._agreeing = trainer.world_size > 1 and bool(self._collective_hooks)
@@ -364,6 +384,93 @@ class ConvVizCallback(Callback):
         )
         rank_zero_info(f"{name}: watching {sites.rule.description}: {shown}")
 
+    # -- the budget ----------------------------------------------------------------------------
+
+    def _may_draw(self, mandatory: bool = False) -> bool:
+        """Whether a due drawing fits the budget now (``mandatory``: the first and the last are
+        always made); a drawing that does not is counted as postponed."""
+        budget = self._budget
+        if mandatory or budget is None or budget.affordable(self.last_drawing_seconds):
+            return True
+        budget.note_postponed(type(self).__name__)
+        return False
+
+    def _draw_collected(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        draw: Callable[[], None],
+        timed: bool = True,
+    ) -> None:
+        """On global rank zero, a validation collector's drawing of what it just gathered: now
+        if the budget allows (the first one and the last epoch's always), else kept and made at
+        the next collection that the budget allows (a newer one replaces it) or at the end of
+        training. ``draw`` writes at the step it was collected at; ``timed=False`` for work
+        that charges itself (a background job)."""
+        if not trainer.is_global_zero:
+            return
+        if self._may_draw(mandatory=self._drawn_at is None or last_epoch(trainer)):
+            self._postponed_drawing = None
+            if timed:
+                self._run_drawing(trainer, pl_module, draw)
+            else:
+                draw()
+                self._drawn_at = trainer.global_step
+        else:
+            self._postponed_drawing = draw
+
+    def _draw_pending(
+        self, trainer: Trainer, pl_module: LightningModule, timed: bool = True
+    ) -> None:
+        """Make a postponed collector drawing (at the end of training)."""
+        draw, self._postponed_drawing = self._postponed_drawing, None
+        if draw is not None and timed:
+            self._run_drawing(trainer, pl_module, draw)
+        elif draw is not None:
+            draw()
+
+    def _run_drawing(
+        self, trainer: Trainer, pl_module: LightningModule, draw: Callable[[], None]
+    ) -> None:
+        with self._drawing(trainer, pl_module):
+            draw()
+        self._drawn_at = trainer.global_step
+
+    @contextlib.contextmanager
+    def _drawing(self, trainer: Trainer, pl_module: LightningModule) -> Iterator[None]:
+        """Time a drawing (the device synchronised at both ends), charge it to the budget and
+        log its seconds as ``cost/<callback>``, with the suite's share ``cost/share``. A drawing
+        expected to take more than a second is announced, so that a paused progress bar has a
+        reason on screen."""
+        name = type(self).__name__
+        if self.last_drawing_seconds > 1.0 and trainer.is_global_zero:
+            rank_zero_info(
+                f"{name}: drawing at step {trainer.global_step} (about "
+                f"{self.last_drawing_seconds:.0f} s; training goes on after it)"
+            )
+        _synchronize(pl_module)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _synchronize(pl_module)
+            self.charge(trainer, time.perf_counter() - start, drawing=True)
+
+    def charge(self, trainer: Trainer, seconds: float, drawing: bool = False) -> None:
+        """Count ``seconds`` of this callback's work (a drawing, or a background thread's CPU
+        time) against the budget and log it."""
+        name = type(self).__name__
+        if drawing:
+            self.last_drawing_seconds = seconds
+        if self._budget is None:
+            return
+        self._budget.charge(name, seconds)
+        self._log_scalars(
+            trainer,
+            {f"cost/{name}": seconds, "cost/share": self._budget.share()},
+            trainer.global_step,
+        )
+
     # -- writing -------------------------------------------------------------------------------
 
     def _writer(self, trainer: Trainer) -> SummaryWriter | None:
@@ -402,6 +509,13 @@ def write_scalars(logger: TensorBoardLogger, metrics: dict[str, float], step: in
         ]
     )
     logger.experiment._get_file_writer().add_summary(summary, step)
+
+
+def _synchronize(pl_module: LightningModule) -> None:
+    """Wait for the device's queued work (CUDA), so that a drawing's time is its own."""
+    device = getattr(pl_module, "device", None)
+    if isinstance(device, torch.device) and device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def is_tensorboard_logger(logger: object) -> TypeGuard[TensorBoardLogger]:

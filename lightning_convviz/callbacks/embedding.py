@@ -263,14 +263,18 @@ class EmbeddingMonitor(ConvVizCallback):
         if gathered is not None and trainer.is_global_zero:
             codes, labels, pictures = gathered
             job = _Job(trainer.global_step, trainer.current_epoch, codes, labels, pictures)
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="convviz-embedding")
-            self._pending.append(self._executor.submit(self._embed, job))
-            rank_zero_info(
-                f"EmbeddingMonitor: embedding {len(codes)} codes of {codes.shape[1]} dimensions "
-                f"(epoch {trainer.current_epoch}, step {trainer.global_step}) in the background"
-            )
+            self._draw_collected(trainer, pl_module, lambda: self._submit(job), timed=False)
         self.stall_seconds.append(time.perf_counter() - start)
+
+    def _submit(self, job: _Job) -> None:
+        """Start embedding ``job`` in the background thread."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="convviz-embedding")
+        self._pending.append(self._executor.submit(self._embed, job))
+        rank_zero_info(
+            f"EmbeddingMonitor: embedding {len(job.codes)} codes of {job.codes.shape[1]} "
+            f"dimensions (epoch {job.epoch}, step {job.step}) in the background"
+        )
 
     def _gather(
         self, trainer: Trainer
@@ -338,6 +342,8 @@ class EmbeddingMonitor(ConvVizCallback):
 
     def _write(self, trainer: Trainer, result: _Result) -> None:
         self.embedding_seconds.append(result.seconds)
+        # the background t-SNE shares the machine with training: its time is the drawing's
+        self.charge(trainer, result.seconds, drawing=True)
         self.embedded_samples.append(len(result.job.codes))
         rank_zero_info(
             f"EmbeddingMonitor: embedding of step {result.step} done in {result.seconds:.1f} s"
@@ -374,6 +380,7 @@ class EmbeddingMonitor(ConvVizCallback):
             self._log_ready(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._draw_pending(trainer, pl_module, timed=False)  # a postponed embedding, now
         if not self._pending:
             return
         self._log_ready(trainer, wait=self.wait_timeout)

@@ -63,6 +63,7 @@ class ProbeCallback(ConvVizCallback):
         self.target = target
         self.tile_side = tile_side
         self._probe = ProbeSet(type(self).__name__, num_probe_images, probe_images, probe_labels)
+        self._postponed = False
 
     # -- probe selection -----------------------------------------------------------------------
 
@@ -91,12 +92,29 @@ class ProbeCallback(ConvVizCallback):
     # -- cadence -------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._postponed = False
         if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
-            self._draw(trainer, pl_module)
+            self._draw_now(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._enabled and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0 or self._postponed
+        if not self._enabled or not due:
+            return
+        if self._may_draw(mandatory=self._drawn_at is None):
+            self._draw_now(trainer, pl_module)
+        else:
+            self._postponed = True  # drawn at the next epoch end that the budget allows
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The last drawing, so that the time-lapse ends where training does."""
+        if self._enabled and self._drawn_at != trainer.global_step:
+            self._draw_now(trainer, pl_module)
+
+    def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        with self._drawing(trainer, pl_module):
             self._draw(trainer, pl_module)
+        self._postponed = False
+        self._drawn_at = trainer.global_step
 
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         raise NotImplementedError
@@ -139,10 +157,11 @@ class ProbeCallback(ConvVizCallback):
     # -- checkpointing -------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return self._probe.state_dict()
+        return {**self._probe.state_dict(), "drawn_at": self._drawn_at}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._probe.load_state_dict(state_dict)
+        self._drawn_at = state_dict.get("drawn_at")
 
 
 class ProbeExplainer(ProbeCallback):

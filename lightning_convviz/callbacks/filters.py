@@ -95,6 +95,7 @@ class FilterMonitor(ConvVizCallback):
         self.tile_side = tile_side
         self._layers: dict[str, nn.Module] = {}
         self._initial: dict[str, torch.Tensor] = {}
+        self._postponed = False
 
     @property
     def state_key(self) -> str:
@@ -115,12 +116,30 @@ class FilterMonitor(ConvVizCallback):
         for name, module in self._layers.items():
             if name not in self._initial:
                 self._initial[name] = _weight(module).clone()
+        self._postponed = False
         if trainer.global_step == 0:
-            self._log(trainer)
+            self._draw_now(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._enabled and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._log(trainer)
+        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0 or self._postponed
+        if not self._enabled or not due:
+            return
+        if self._may_draw(mandatory=self._drawn_at is None):
+            self._draw_now(trainer, pl_module)
+        else:
+            self._postponed = True
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The last drawing, so that the time-lapse ends where training does."""
+        if self._enabled and self._drawn_at != trainer.global_step:
+            self._draw_now(trainer, pl_module)
+
+    def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            with self._drawing(trainer, pl_module):
+                self._log(trainer)
+        self._postponed = False
+        self._drawn_at = trainer.global_step
 
     def _log(self, trainer: Trainer) -> None:
         writer = self._writer(trainer)
@@ -148,10 +167,12 @@ class FilterMonitor(ConvVizCallback):
         self._log_scalars(trainer, metrics, step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"initial": {name: w.cpu() for name, w in self._initial.items()}}
+        initial = {name: w.cpu() for name, w in self._initial.items()}
+        return {"initial": initial, "drawn_at": self._drawn_at}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._initial = dict(state_dict.get("initial", {}))
+        self._drawn_at = state_dict.get("drawn_at")
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

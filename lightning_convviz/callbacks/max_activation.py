@@ -289,13 +289,19 @@ class MaxActivationMonitor(ConvVizCallback):
         writer = self._writer(trainer)
         if writer is None:
             return
-        for site, state in self._states.items():
-            if site not in self._crops:
-                continue
-            picture = self._picture(site, state, self._crops[site])
-            writer.add_image(
-                self._tag(self._site_name(site)), picture, trainer.global_step, dataformats="HWC"
-            )
+        states, crops, step = dict(self._states), dict(self._crops), trainer.global_step
+
+        def draw() -> None:
+            for site, state in states.items():
+                if site in crops:
+                    picture = self._picture(site, state, crops[site])
+                    tag = self._tag(self._site_name(site))
+                    writer.add_image(tag, picture, step, dataformats="HWC")
+
+        self._draw_collected(trainer, pl_module, draw)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._draw_pending(trainer, pl_module)
 
     def _merge_ranks(
         self, trainer: Trainer, states: dict[Site, TopK], crops: dict[Site, torch.Tensor]
