@@ -28,6 +28,7 @@ from lightning_convviz.functional import (
     fgsm,
     fooling_image,
     invert,
+    invert_codes,
     min_fooling_epsilon,
 )
 
@@ -58,6 +59,26 @@ def test_inversion_is_close_at_the_first_layer_and_looser_deeper(digits: Any) ->
     assert (_psnr(deep.images, images[:3]) < _psnr(shallow.images, images[:3]) - 3).all()
     assert deep.code_error.mean() > shallow.code_error.mean()
     assert model.training  # flags restored
+
+
+def test_several_codes_inverted_in_one_optimisation_equal_one_at_a_time(digits: Any) -> None:
+    model, images, _ = digits
+    codes = [("features.1", "output"), ("classifier.3", "input")]
+    joint = invert_codes(model, codes, images[:2], steps=30)
+    # the first set starts from the same noise as a lone inversion (the batch's first rows)
+    alone = invert(model, "features.1", images[:2], steps=30)
+    assert_close(joint[0].images, alone.images, rtol=1e-4, atol=1e-5)
+    assert_close(joint[0].code_error, alone.code_error, rtol=1e-4, atol=1e-6)
+    # each set matches its own code only: the classifier's input set is no copy of the first
+    assert not torch.allclose(joint[1].images, joint[0].images, atol=1e-3)
+
+
+def test_an_inversion_that_has_settled_stops_early(digits: Any) -> None:
+    model, images, _ = digits
+    full = invert(model, "features.1", images[:2], steps=400)
+    settled = invert(model, "features.1", images[:2], steps=400, tolerance=0.05)
+    assert not torch.equal(full.images, settled.images)  # it stopped before step 400
+    assert (settled.code_error < 0.05).all()  # and still matches the code
 
 
 def test_fgsm_equals_captum(digits: Any) -> None:

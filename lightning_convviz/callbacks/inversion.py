@@ -20,7 +20,7 @@ from lightning_convviz.functional.defaults import (
     selector,
     survey,
 )
-from lightning_convviz.functional.inversion import invert
+from lightning_convviz.functional.inversion import invert_codes
 from lightning_convviz.functional.sites import SITE_SEPARATOR
 
 __all__ = ["InversionMonitor"]
@@ -132,8 +132,10 @@ class InversionMonitor(ProbeCallback):
         columns = [render.thumbnails(images, self.tile_side)]
         captions = [["input"] for _ in images]
         errors = {}
-        for code in self._codes:
-            result = invert(pl_module, code.layer, images, steps=self.steps, read=code.read)
+        found = invert_codes(
+            pl_module, [(code.layer, code.read) for code in self._codes], images, steps=self.steps
+        )  # every code in one optimisation: one forward and backward pass per step for all
+        for code, result in zip(self._codes, found, strict=True):
             columns.append(render.thumbnails(result.images, self.tile_side))
             for row, error in enumerate(result.code_error.tolist()):
                 captions[row].append(f"{code.caption}\nerror {error:.3f}")

@@ -54,7 +54,13 @@ from lightning_convviz.functional.defaults import (
 )
 from lightning_convviz.functional.filters import filter_noise_score, relative_change
 from lightning_convviz.functional.guard import eager_forward, grad_enabled, preserved_state
-from lightning_convviz.functional.inversion import Inversion, class_model, invert, total_variation
+from lightning_convviz.functional.inversion import (
+    Inversion,
+    class_model,
+    invert,
+    invert_codes,
+    total_variation,
+)
 from lightning_convviz.functional.occlusion import (
     OcclusionScores,
     occluded_score_map,
@@ -140,6 +146,7 @@ __all__ = [
     "grad_enabled",
     "guided_backprop",
     "invert",
+    "invert_codes",
     "is_conv",
     "is_indexable",
     "min_fooling_epsilon",

@@ -8,7 +8,8 @@ flag, the parameters' ``.grad`` and the global RNG restored afterwards. Pure tor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -19,7 +20,7 @@ from lightning_convviz.functional.arguments import Target, check_images, target_
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
 
-__all__ = ["Inversion", "class_model", "invert", "total_variation"]
+__all__ = ["CodeSpec", "Inversion", "class_model", "invert", "invert_codes", "total_variation"]
 
 
 class Inversion(NamedTuple):
@@ -50,6 +51,10 @@ def _jittered(images: torch.Tensor, jitter: int, generator: torch.Generator) -> 
     return torch.roll(images, shifts=(shift[0], shift[1]), dims=(2, 3))
 
 
+#: A code to reconstruct from: a layer, and whether its ``"output"`` or its ``"input"`` is read.
+CodeSpec = tuple[LayerSpec, Literal["output", "input"]]
+
+
 def invert(
     model: nn.Module,
     layer: LayerSpec,
@@ -61,6 +66,7 @@ def invert(
     jitter: int = 0,
     generator: torch.Generator | None = None,
     read: Literal["output", "input"] = "output",
+    tolerance: float = 0.0,
 ) -> Inversion:
     """Reconstruct images from their code at ``layer`` (the output of that module, or with
     ``read="input"`` its input: the input of the classifier is the network's code).
@@ -68,7 +74,8 @@ def invert(
     Minimises ``||code(x) - code(inputs)||^2 / ||code(inputs)||^2 + tv_weight * TV(x) +
     norm_weight * mean(x^6)`` over ``x`` with Adam, from Gaussian noise (std 0.1 times the
     inputs' std) drawn from ``generator`` (default: seeded with 0). ``jitter`` rolls the image by
-    up to that many pixels at random each step (a natural-image prior).
+    up to that many pixels at random each step (a natural-image prior). See
+    :func:`invert_codes` to reconstruct from several codes in one optimisation.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
@@ -82,78 +89,189 @@ def invert(
         layer: The module (a name, module or type selecting one module; ``"name:k"`` reads its
             k-th call, a name without a call number its last call).
         inputs: The images whose codes are matched.
-        steps: Adam steps.
+        steps: Most Adam steps.
         learning_rate: Adam step size, in units of the inputs' standard deviation.
         tv_weight: Weight of the total-variation prior.
         norm_weight: Weight of the sixth-power norm prior.
         jitter: Random shift in pixels per step.
         generator: Source of the starting noise and the shifts (default seeded with 0).
         read: Match the layer's ``"output"`` or its first ``"input"``.
+        tolerance: Stop early once no image's objective fell by more than this fraction over
+            the last ``CHECK_EVERY`` steps (0: run every step).
 
     Raises:
         ValueError: Bad ``inputs``; the layer is unknown or ambiguous or not reached; ``steps``
-            outside [1, 100000]; a negative weight or jitter.
+            outside [1, 100000]; a negative weight, jitter or tolerance.
+    """
+    return invert_codes(
+        model,
+        [(layer, read)],
+        inputs,
+        steps=steps,
+        learning_rate=learning_rate,
+        tv_weight=tv_weight,
+        norm_weight=norm_weight,
+        jitter=jitter,
+        generator=generator,
+        tolerance=tolerance,
+    )[0]
+
+
+#: Steps between two checks of the early stop (one host synchronisation each).
+CHECK_EVERY = 20
+
+
+def invert_codes(
+    model: nn.Module,
+    codes: Sequence[CodeSpec],
+    inputs: torch.Tensor,
+    steps: int = 200,
+    learning_rate: float = 0.1,
+    tv_weight: float = 0.05,
+    norm_weight: float = 1e-4,
+    jitter: int = 0,
+    generator: torch.Generator | None = None,
+    tolerance: float = 0.0,
+) -> list[Inversion]:
+    """Reconstruct ``inputs`` from each of several codes, in one optimisation.
+
+    One image set per code, stacked into one batch, so each step is one forward and backward
+    pass for every code (the model in eval mode treats the images independently): the same
+    result as :func:`invert` per code, for about the cost of one. With ``tolerance`` the
+    optimisation stops once every image's objective has settled (it fell by less than that
+    fraction over the last ``CHECK_EVERY`` steps), for every code at once.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        ...                       nn.Linear(64, 2))
+        >>> found = invert_codes(model, [("1", "output"), ("3", "input")], torch.randn(2, 1, 4, 4),
+        ...                      steps=5)
+        >>> [tuple(result.images.shape) for result in found]
+        [(2, 1, 4, 4), (2, 1, 4, 4)]
+
+    Args:
+        model: The network.
+        codes: ``(layer, read)`` pairs, as ``layer`` and ``read`` of :func:`invert`.
+        inputs: The images whose codes are matched.
+        steps, learning_rate, tv_weight, norm_weight, jitter, generator, tolerance: As in
+            :func:`invert`.
+
+    Returns:
+        One :class:`Inversion` per code, in order.
+
+    Raises:
+        ValueError: As :func:`invert`; ``codes`` is empty.
     """
     check_images(inputs)
     _check_steps(steps)
-    for name, value in (("tv_weight", tv_weight), ("norm_weight", norm_weight)):
+    for name, value in (
+        ("tv_weight", tv_weight),
+        ("norm_weight", norm_weight),
+        ("tolerance", tolerance),
+    ):
         if isinstance(value, bool) or not value >= 0:
             raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
     if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
         raise ValueError(f"jitter: expected an integer >= 0, got {jitter!r}")
-    if read not in ("output", "input"):
-        raise ValueError(f"read: expected 'output' or 'input', got {read!r}")
-    _, module, wanted_call = resolve_single_site(model, layer)
+    if not codes:
+        raise ValueError("codes: expected at least one (layer, read) pair")
+    readers = [_CodeReader(model, layer, read) for layer, read in codes]
     generator = generator or torch.Generator().manual_seed(0)
-    captured: list[torch.Tensor] = []
-    calls = 0
+    count, sets = len(inputs), len(readers)
 
-    def keep(_module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
-        nonlocal calls
-        calls += 1
-        value = output if read == "output" else (inputs[0] if inputs else None)
-        if isinstance(value, torch.Tensor) and wanted_call in (None, calls):
-            captured.append(value)
-
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        nonlocal calls
-        captured.clear()
-        calls = 0
+    def forward(images: torch.Tensor) -> list[torch.Tensor]:
+        for reader in readers:
+            reader.start()
         model(images)
-        if not captured:
-            raise ValueError(
-                f"layer: {layer!r} was not called by the model's forward pass"
-                + (f" {wanted_call} times (called {calls})" if wanted_call else "")
-            )
-        return captured[-1]
+        return [reader.code() for reader in readers]
 
-    with preserved_state(model), grad_enabled():
-        handle = module.register_forward_hook(keep)
+    with preserved_state(model), grad_enabled(), contextlib.ExitStack() as hooks:
+        for reader in readers:
+            hooks.enter_context(reader.hooked())
+        with torch.no_grad():
+            goals = [code.detach().flatten(1).float().clone() for code in forward(inputs.detach())]
+        scales = [goal.pow(2).sum(dim=1).clamp_min(1e-12) for goal in goals]
+        spread = float(inputs.detach().float().std()) or 1.0
+        shape = (sets * count, *inputs.shape[1:])
+        noise = torch.randn(shape, generator=generator) * 0.1 * spread
+        images = noise.to(inputs.device, inputs.dtype).requires_grad_(True)
+        optimiser = torch.optim.Adam([images], lr=learning_rate * spread)
+
+        def objective(batch: torch.Tensor) -> torch.Tensor:
+            """Per image: its code's relative error at its own layer, plus the priors."""
+            found = forward(batch)
+            match = torch.cat(
+                [
+                    (code[j * count : (j + 1) * count].flatten(1).float() - goals[j]).pow(2).sum(1)
+                    / scales[j]
+                    for j, code in enumerate(found)
+                ]
+            )
+            prior = tv_weight * total_variation(images) / spread**2 + norm_weight * (
+                images / spread
+            ).pow(6).flatten(1).mean(dim=1)
+            return match + prior
+
+        previous: torch.Tensor | None = None
+        for step in range(steps):
+            loss = objective(_jittered(images, jitter, generator))
+            (gradient,) = torch.autograd.grad(loss.sum(), images)
+            optimiser.zero_grad(set_to_none=True)
+            images.grad = gradient
+            optimiser.step()
+            if tolerance and (step + 1) % CHECK_EVERY == 0:
+                current = loss.detach()
+                if previous is not None:
+                    fallen = (previous - current) / previous.abs().clamp_min(1e-12)
+                    if float(fallen.max()) < tolerance:  # one host sync per check
+                        break
+                previous = current
+        with torch.no_grad():
+            found = forward(images)
+    results = []
+    for j, code in enumerate(found):
+        rows = slice(j * count, (j + 1) * count)
+        error = (code[rows].flatten(1).float() - goals[j]).norm(dim=1) / scales[j].sqrt()
+        results.append(Inversion(images[rows].detach(), error))
+    return results
+
+
+class _CodeReader:
+    """Reads one code (a layer's output or input, at one call) during each forward pass."""
+
+    def __init__(self, model: nn.Module, layer: LayerSpec, read: str) -> None:
+        if read not in ("output", "input"):
+            raise ValueError(f"read: expected 'output' or 'input', got {read!r}")
+        _, self.module, self.wanted_call = resolve_single_site(model, layer)
+        self.layer, self.read = layer, read
+        self.calls = 0
+        self.found: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def hooked(self) -> Iterator[None]:
+        handle = self.module.register_forward_hook(self._keep)
         try:
-            with torch.no_grad():
-                goal = forward(inputs.detach()).detach().flatten(1).float().clone()
-            scale = goal.pow(2).sum(dim=1).clamp_min(1e-12)
-            spread = float(inputs.detach().float().std()) or 1.0
-            noise = torch.randn(inputs.shape, generator=generator) * 0.1 * spread
-            images = noise.to(inputs.device, inputs.dtype).requires_grad_(True)
-            optimiser = torch.optim.Adam([images], lr=learning_rate * spread)
-            for _ in range(steps):
-                code = forward(_jittered(images, jitter, generator)).flatten(1).float()
-                match = (code - goal).pow(2).sum(dim=1) / scale
-                prior = tv_weight * total_variation(images) / spread**2 + norm_weight * (
-                    images / spread
-                ).pow(6).flatten(1).mean(dim=1)
-                loss = (match + prior).sum()
-                (gradient,) = torch.autograd.grad(loss, images)
-                optimiser.zero_grad(set_to_none=True)
-                images.grad = gradient
-                optimiser.step()
-            with torch.no_grad():
-                code = forward(images).flatten(1).float()
-                error = (code - goal).norm(dim=1) / scale.sqrt()
+            yield
         finally:
             handle.remove()
-    return Inversion(images.detach(), error)
+
+    def _keep(self, _module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
+        self.calls += 1
+        value = output if self.read == "output" else (inputs[0] if inputs else None)
+        if isinstance(value, torch.Tensor) and self.wanted_call in (None, self.calls):
+            self.found = value
+
+    def start(self) -> None:
+        self.calls, self.found = 0, None
+
+    def code(self) -> torch.Tensor:
+        if self.found is None:
+            made = f"called {self.calls} times" if self.calls else "not called"
+            raise ValueError(
+                f"layer: {self.layer!r} was {made} by the model's forward pass"
+                + (f", no call {self.wanted_call}" if self.wanted_call else "")
+            )
+        return self.found
 
 
 def class_model(
