@@ -41,7 +41,8 @@ class ClassModelMonitor(ProbeCallback):
         classes: Which classes (``None``: see above).
         max_classes: Most class images per drawing when ``classes`` is ``None``.
         every_n_epochs: Draw after every this many training epochs.
-        steps: Ascent steps.
+        steps: Ascent steps (100: on the digits the class images after 100 steps look as
+            after 200, at half the cost; after 50 they are visibly noisier).
         l2: Weight of the squared-norm penalty.
         blur_every: Blur every this many steps (0: never).
         jitter: Random shift per step, in pixels.
@@ -60,7 +61,7 @@ class ClassModelMonitor(ProbeCallback):
         classes: list[int] | None = None,
         max_classes: int = 16,
         every_n_epochs: int = 5,
-        steps: int = 200,
+        steps: int = 100,
         l2: float = 1e-3,
         blur_every: int = 4,
         jitter: int = 1,
