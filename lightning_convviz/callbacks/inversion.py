@@ -59,7 +59,9 @@ class InversionMonitor(ProbeCallback):
         probe_images: Fixed inputs ``N x C x H x W`` instead of validation images.
         num_probe_images: How many validation images to take.
         every_n_epochs: Draw after every this many training epochs.
-        steps: Optimisation steps per reconstruction (all probe images at once).
+        steps: Most optimisation steps (every code and probe image at once, in one batch).
+        tolerance: Stop once no image's objective fell by more than this fraction over the last
+            20 steps (0: run every step).
         tile_side: Smallest side of one picture, in pixels.
 
     Raises:
@@ -77,13 +79,17 @@ class InversionMonitor(ProbeCallback):
         num_probe_images: int = 4,
         every_n_epochs: int = 5,
         steps: int = 200,
+        tolerance: float = 0.01,
         tile_side: int = 64,
     ) -> None:
         super().__init__(probe_images, None, num_probe_images, every_n_epochs, "true", tile_side)
         check_layers_argument(layers)
         check_positive_int("steps", steps)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+            raise ValueError(f"tolerance: expected a number >= 0, got {tolerance!r}")
         self.layers = layers
         self.steps = steps
+        self.tolerance = float(tolerance)
         self._codes: list[_Code] = []
 
     @property
@@ -133,7 +139,11 @@ class InversionMonitor(ProbeCallback):
         captions = [["input"] for _ in images]
         errors = {}
         found = invert_codes(
-            pl_module, [(code.layer, code.read) for code in self._codes], images, steps=self.steps
+            pl_module,
+            [(code.layer, code.read) for code in self._codes],
+            images,
+            steps=self.steps,
+            tolerance=self.tolerance,
         )  # every code in one optimisation: one forward and backward pass per step for all
         for code, result in zip(self._codes, found, strict=True):
             columns.append(render.thumbnails(result.images, self.tile_side))
