@@ -99,7 +99,7 @@ def faulty_monitors() -> dict[str, Any]:
     }
 
 
-def main(out: str, devices: int, faults: bool = False) -> None:
+def main(out: str, devices: int, faults: bool = False, share: float | None = None) -> None:
     warnings.filterwarnings("ignore")
     pl.seed_everything(0, verbose=False)
     monitors = faulty_monitors() if faults else every_monitor()
@@ -115,7 +115,7 @@ def main(out: str, devices: int, faults: bool = False) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[*monitors.values(), convviz.DiagnosticsBudget(max_share=None)],
+        callbacks=[*monitors.values(), convviz.DiagnosticsBudget(max_share=share)],
     )
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -137,9 +137,16 @@ def main(out: str, devices: int, faults: bool = False) -> None:
             "top_ids": top.ids[0].tolist(),
             "embedded": monitors["embedding"].embedded_samples,
             "verdict": monitors["doctor"].verdict,
+            "postponed": convviz.callbacks.budget.budget_for(trainer).postponed,
         }
         Path(out, "summary.json").write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), faults=sys.argv[3:] == ["faults"])
+    extra = sys.argv[3:]
+    main(
+        sys.argv[1],
+        int(sys.argv[2]),
+        faults=extra == ["faults"],
+        share=float(extra[1]) if extra[:1] == ["share"] else None,
+    )
