@@ -87,3 +87,28 @@ def test_counts_on_cuda_equal_the_plain_definition(dtype: torch.dtype) -> None:
     activation = activation.contiguous(memory_format=torch.channels_last)
     expected = (activation > 0).sum(dim=(0, 2, 3))
     assert torch.equal(channel_positive_counts(activation), expected)
+
+
+def test_activation_counting_makes_no_host_sync_between_logging_steps() -> None:
+    """Issue 13: on a GPU the statistics stay on the device until a logging step. The counting
+    hooks, their first pass (which chooses the call sites) included, run under CUDA's sync
+    debug mode set to "error": any host synchronisation inside them raises."""
+    import torchvision
+
+    from lightning_convviz.functional import ACTIVATION_SITES, CallSites
+
+    model = torchvision.models.resnet18(num_classes=10).cuda()
+    monitor = ActivationStatsMonitor(every_n_steps=1000)
+    monitor._sites = CallSites(model, None, ACTIVATION_SITES)
+    images = torch.randn(4, 3, 64, 64, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):  # the deciding pass, then two ordinary ones
+            with monitor._sites.attached(monitor._accumulate):
+                model(images).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(monitor._window_totals()) == 0  # nothing flushed yet
+    assert {site.module for site in monitor._current} >= {"relu", "layer1.0.relu"}
+    assert all(counts.device.type == "cuda" for counts, _ in monitor._current.values())
