@@ -206,3 +206,26 @@ def test_crops_follow_the_unit_and_fill_outside_with_the_minimum() -> None:
     assert torch.equal(crops[0, 0], images[0, 0, 1:4, 3:6])
     assert torch.equal(crops[1, 0, 1:, 1:], images[1, 0, :2, :2])
     assert (crops[1, 0, 0] == 64.0).all() and (crops[1, 0, :, 0] == 64.0).all()
+
+
+def test_rules_for_element_wise_maxima_norms_and_channel_reductions() -> None:
+    class Ops(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(1, 2, 3, padding=1)
+            self.b = nn.Conv2d(1, 2, 5, padding=2)
+            self.merged = nn.Identity()
+            self.attention = nn.Identity()
+            self.normed = nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            merged = self.merged(torch.max(self.a(x), self.b(x)))  # element-wise: the union
+            # CBAM-style spatial attention: a mean over the channels, per pixel
+            attention = self.attention(merged * merged.mean(dim=1, keepdim=True).sigmoid())
+            return self.normed(attention / attention.norm(2, dim=(2, 3), keepdim=True))
+
+    model, image = Ops(), torch.zeros(1, 1, 12, 12)
+    assert receptive_field(model, "merged", image).size == (5, 5)
+    assert receptive_field(model, "attention", image).size == (5, 5)
+    # dividing by a norm over the whole map is a global rescale, like a gate
+    assert receptive_field(model, "normed", image).size == (5, 5)

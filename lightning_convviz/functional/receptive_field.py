@@ -182,6 +182,8 @@ _PER_PIXEL = frozenset(
         "clamp_min_",
         "clamp_max",
         "clip",
+        "maximum",
+        "minimum",
         "where",
         "masked_fill",
         "addcmul",
@@ -334,25 +336,32 @@ def _spatial_positions(spatial: _Spatial, ndim: int) -> tuple[int, int]:
 
 
 def _reduced(
-    spatial: _Spatial, source: torch.Tensor, args: Sequence[Any], kwargs: dict[str, Any]
+    name: str,
+    spatial: Sequence[_Spatial],
+    source: torch.Tensor,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
 ) -> _Geometry:
-    dim = _argument(args, kwargs, 1, "dim", None)
+    if len(args) > 1 and isinstance(args[1], torch.Tensor):
+        return _joined(spatial)  # torch.max(a, b): element-wise
+    dim = _argument(args, kwargs, 2 if name == "norm" else 1, "dim", None)  # norm(x, p, dim)
     if dim is None or not isinstance(dim, (int, tuple, list)):
-        return _GLOBAL  # over everything (or a norm's order in args[1])
+        return _GLOBAL  # over everything
     ndim = source.ndim
     reduced = {d % ndim for d in ([dim] if isinstance(dim, int) else dim)}
-    rows, columns = _spatial_positions(spatial, ndim)
+    first = spatial[0]
+    rows, columns = _spatial_positions(first, ndim)
     if rows in reduced and columns in reduced:
         return _GLOBAL
     if rows in reduced or columns in reduced:
         raise _NoRuleError("a reduction over one spatial dimension")
-    if _argument(args, kwargs, 2, "keepdim", False):
-        return spatial
+    if _argument(args, kwargs, 3 if name == "norm" else 2, "keepdim", False):
+        return first
     return _Spatial(
-        spatial.rows,
-        spatial.columns,
+        first.rows,
+        first.columns,
         tuple(  # type: ignore[arg-type]
-            d + sum(1 for r in reduced if r > ndim + d) for d in spatial.dims
+            d + sum(1 for r in reduced if r > ndim + d) for d in first.dims
         ),
     )
 
@@ -437,7 +446,7 @@ def _rule(
     if name in ("permute", "transpose", "swapaxes", "swapdims"):
         return _permuted(name, first, source, args, kwargs)
     if name in _REDUCTIONS:
-        return _reduced(first, source, args, kwargs)
+        return _reduced(name, spatial, source, args, kwargs)
     if name == "linear" and -1 in first.dims:
         raise _NoRuleError("a linear layer over a spatial dimension")
     if name in ("softmax", "log_softmax"):
