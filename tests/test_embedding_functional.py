@@ -61,3 +61,11 @@ def test_bad_codes_are_refused() -> None:
         embed_codes(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="previous: expected"):
         embed_codes(np.zeros((10, 5)), previous=np.zeros((9, 2)))
+
+
+def test_codes_that_overflowed_are_named() -> None:
+    codes = np.ones((6, 3), dtype=np.float32)
+    codes[2, 1] = np.inf
+    codes[4, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^codes: 2 of 6 hold NaN or infinite values"):
+        embed_codes(codes)

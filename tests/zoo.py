@@ -78,7 +78,8 @@ class Classifier(pl.LightningModule):
         self.log("val/loss", F.cross_entropy(self(images), labels))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+        # gentle: random-init MNASNet at 32 px overflows with SGD 0.01 + momentum on noise
+        return torch.optim.SGD(self.parameters(), lr=1e-3)
 
 
 def every_callback_at_defaults(steps: int | None = None) -> list[pl.Callback]:
@@ -171,7 +172,13 @@ def run(name: str, side: int, root: Path, steps: int | None = 2) -> ZooResult:
 def _is_trouble(message: str) -> bool:
     return any(
         phrase in message
-        for phrase in ("failed in", "failed on another rank", "does not apply", "whole images")
+        for phrase in (
+            "failed in",
+            "failed on another rank",
+            "does not apply",
+            "whole images",
+            "an embedding failed",
+        )
     )
 
 

@@ -68,7 +68,8 @@ def embed_codes(
         n_jobs: Threads for openTSNE; ``None`` uses every available core.
 
     Raises:
-        ValueError: ``codes`` is not 2-D with at least 4 rows, or ``previous`` does not match.
+        ValueError: ``codes`` is not 2-D with at least 4 rows or not finite, or ``previous``
+            does not match.
     """
     from openTSNE import TSNE
 
@@ -77,6 +78,12 @@ def embed_codes(
         raise ValueError(f"codes: expected (N, D) with N >= 4, got shape {codes.shape}")
     if previous is not None and previous.shape != (codes.shape[0], 2):
         raise ValueError(f"previous: expected shape {(codes.shape[0], 2)}, got {previous.shape}")
+    broken = int((~np.isfinite(codes).all(axis=1)).sum())
+    if broken:
+        raise ValueError(
+            f"codes: {broken} of {codes.shape[0]} hold NaN or infinite values (did the model's "
+            "activations overflow?); t-SNE needs finite codes"
+        )
     reduced = codes
     if codes.shape[1] > PCA_DIMENSIONS and codes.shape[0] > PCA_DIMENSIONS:
         reduced = PCA(n_components=PCA_DIMENSIONS, random_state=seed).fit_transform(codes)
