@@ -85,6 +85,24 @@ class TinyCNN(pl.LightningModule):
         return torch.optim.SGD(params, lr=self.lr, momentum=0.9)
 
 
+class PositionBiasCNN(TinyCNN):
+    """A :class:`TinyCNN` whose first block adds a bias computed by a small MLP from the pixel
+    coordinates (as Swin V2 computes its relative position bias): the MLP's convolution and
+    ReLU are called first, on a table with one row, not one per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias_mlp = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1))
+        axis = torch.linspace(-1, 1, 16)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(axis, axis, indexing="ij"))[None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias_mlp(self.coords)
+        features = self.relu1(self.bn1(self.conv1(x)) + bias)
+        features = self.relu2(self.bn2(self.conv2(features)))
+        return self.head(self.pool(features).flatten(1))
+
+
 def colour_data(n: int = 32, channels: int = 3, side: int = 16, seed: int = 0) -> TensorDataset:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(n, channels, side, side, generator=generator)

@@ -11,7 +11,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from captum.robust import FGSM
-from helpers import TinyCNN, fit, hook_count, logged_image, make_trainer, read_events
+from helpers import (
+    PositionBiasCNN,
+    TinyCNN,
+    fit,
+    hook_count,
+    logged_image,
+    make_trainer,
+    read_events,
+)
 from torch import nn
 from torch.testing import assert_close
 
@@ -232,6 +240,19 @@ def test_inversion_defaults_come_from_the_forward_pass(tmp_path: Path) -> None:
     fit(tmp_path, [InversionMonitor(num_probe_images=2, every_n_epochs=1, steps=2)])
     errors = {tag for tag in read_events(tmp_path / LOG).Tags()["scalars"] if "code_error" in tag}
     # the first and the last conv block's activation, and the classifier's input
+    assert errors == {
+        "inversion/code_error/relu1",
+        "inversion/code_error/relu2",
+        "inversion/code_error/head:input",
+    }
+
+
+def test_inversion_defaults_leave_out_tensors_that_do_not_follow_the_batch(
+    tmp_path: Path,
+) -> None:
+    model = PositionBiasCNN()
+    fit(tmp_path, [InversionMonitor(num_probe_images=2, every_n_epochs=1, steps=2)], model)
+    errors = {tag for tag in read_events(tmp_path / LOG).Tags()["scalars"] if "code_error" in tag}
     assert errors == {
         "inversion/code_error/relu1",
         "inversion/code_error/relu2",

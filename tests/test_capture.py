@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import TinyCNN, hook_count
+from helpers import PositionBiasCNN, TinyCNN, hook_count
 from torch import nn
 
 from lightning_convviz.functional import (
@@ -44,9 +44,9 @@ class FunctionalReluNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def default_sites(model: nn.Module, side: int = 32) -> list[str]:
+def default_sites(model: nn.Module, side: int = 32, batch: int = 1) -> list[str]:
     with torch.no_grad(), capture_activations(model.eval()) as acts:
-        model(torch.randn(1, 3, side, side))
+        model(torch.randn(batch, 3, side, side))
     return list(acts)
 
 
@@ -149,10 +149,28 @@ def test_survey_sees_what_eval_mode_calls() -> None:
     calls, output_shape = survey(googlenet, torch.randn(1, 3, 64, 64))
     called = {call.site.module for call in calls}
     assert "aux1.conv.conv" not in called and "inception5b.branch1.conv" in called
-    assert output_shape == (1, 1000)
+    assert output_shape == (2, 1000)  # one image, passed twice
     assert googlenet.training  # as before
     sites = choose_activation_sites(calls)
     assert all(name.endswith(".bn") for name, _ in sites)  # BasicConv2d calls F.relu
+
+
+def test_tensors_that_do_not_follow_the_batch_are_not_default_sites() -> None:
+    model = PositionBiasCNN().eval()
+    image = torch.randn(1, 3, 16, 16)
+    # not bias_mlp.1, called first (its table has one row; a batch of two tells it apart)
+    assert default_sites(model, 16, batch=2) == ["relu1", "relu2"]
+    assert last_feature_convolution(model, image) == "conv2"
+    calls, output_shape = survey(model, image)
+    assert {call.output_shape[0] for call in calls if call.site.module.startswith("bias")} == {1}
+    assert list(choose_activation_sites(calls, output_shape)) == [
+        Site("relu1", 1),
+        Site("relu2", 1),
+    ]
+    swin = torchvision.models.swin_v2_t(num_classes=10).eval()
+    calls, output_shape = survey(swin, torch.randn(1, 3, 64, 64))
+    first = next(iter(choose_activation_sites(calls, output_shape)))
+    assert first.module == "features.1.0.mlp.1"  # not attn.cpb_mlp.1, the position-bias MLP
 
 
 def test_no_conv_selects_nothing() -> None:

@@ -107,8 +107,8 @@ class InversionMonitor(ProbeCallback):
     def _default_codes(self, pl_module: LightningModule, images: torch.Tensor) -> list[_Code]:
         """The first and the last conv block's activation and the classifier's input, found
         from the calls of the probe's forward pass (once)."""
-        calls, output_shape = survey(pl_module, images[:1])
-        blocks = list(choose_activation_sites(calls))
+        calls, output_shape = survey(pl_module, images[:2])
+        blocks = list(choose_activation_sites(calls, output_shape))
         codes = [
             _Code(selector(calls, site), selector(calls, site), "output")
             for site in dict.fromkeys([blocks[0], blocks[-1]] if blocks else [])

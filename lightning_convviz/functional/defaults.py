@@ -47,9 +47,27 @@ __all__ = [
     "classifier_call",
     "feature_convolutions",
     "last_feature_convolution",
+    "per_image",
     "selector",
     "survey",
 ]
+
+
+def per_image(
+    calls: Sequence[ModuleCall], output_shape: tuple[int, ...] | None
+) -> Sequence[ModuleCall]:
+    """The calls whose output has one row per image: its first dimension is the batch size,
+    read from the model's output (``output_shape[0]``). Tensors that do not follow the batch,
+    such as the position-bias table that Swin V2 computes with a small MLP from coordinates,
+    are not maps of the images and are left out. With ``output_shape=None`` (not known yet,
+    or not a tensor), every call. A pass of a single image cannot tell the two apart:
+    :func:`survey` passes it twice."""
+    if not output_shape:
+        return calls
+    batch = output_shape[0]
+    return [
+        call for call in calls if call.output_shape is None or call.output_shape[:1] == (batch,)
+    ]
 
 
 def _activation_candidate(module: nn.Module) -> bool:
@@ -75,6 +93,7 @@ def choose_activation_sites(
     normalisation after it, is taken: a channel with no positive value there is one that a
     following ReLU zeroes everywhere.
     """
+    calls = per_image(calls, output_shape)
     with_modules = any(isinstance(call.layer, ACTIVATION_TYPES) for call in calls)
     selected: dict[Site, int] = {}
     opener: ModuleCall | None = None  # the block's latest convolution
@@ -149,6 +168,7 @@ def feature_convolutions(
     produce as many channels as the model has classes (SqueezeNet's ``classifier.1``, timm's
     DLA ``head.fc``; the classes are the model's output width, ``output_shape[-1]``, or else the
     last convolution's channels)."""
+    calls = per_image(calls, output_shape)
     layers = [call for call in calls if is_classifier_layer(call.layer) and call.output_shape]
     if layers and is_conv(layers[-1].layer):
         classes = output_shape[-1] if output_shape else _channels(layers[-1])
@@ -192,6 +212,7 @@ def classifier_call(
     convolution that produces the model's classes (as many features or channels as
     ``output_shape[-1]``; with ``output_shape=None``, the last call of either). ``None`` when
     there is none."""
+    calls = per_image(calls, output_shape)
     layers = [call for call in calls if is_classifier_layer(call.layer) and call.output_shape]
     if output_shape:
         layers = [call for call in layers if _features(call) == output_shape[-1]]
@@ -222,17 +243,20 @@ class Survey(NamedTuple):
 def survey(model: nn.Module, inputs: torch.Tensor) -> Survey:
     """Every module call of one eval-mode forward pass of ``inputs``, in the order the calls end.
 
-    Runs without gradients and leaves every ``.training`` flag, the RNG and the gradients as
-    they were (:func:`~lightning_convviz.functional.preserved_state`).
+    A single image is passed twice, so that tensors that follow the batch can be told from those
+    that do not (see :func:`per_image`). Runs without gradients and leaves every ``.training`` flag,
+    the RNG and the gradients as they were (:func:`~lightning_convviz.functional.preserved_state`).
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3))
         >>> found = survey(model, torch.zeros(1, 1, 5, 5))
         >>> [(call.site.module, call.output_shape) for call in found.calls], found.output_shape
-        ([('0', (1, 2, 3, 3)), ('1', (1, 2, 3, 3)), ('2', (1, 18)), ('3', (1, 3))], (1, 3))
+        ([('0', (2, 2, 3, 3)), ('1', (2, 2, 3, 3)), ('2', (2, 18)), ('3', (2, 3))], (2, 3))
     """
     everything = SiteRule("every call", lambda module: True, lambda calls, shape: {})
     sites = CallSites(model, None, everything)
+    if len(inputs) == 1:
+        inputs = torch.cat([inputs, inputs])
     with preserved_state(model), torch.no_grad(), sites.attached():
         model(inputs)
     return Survey(sites.first_pass, sites.output_shape)
@@ -253,7 +277,7 @@ def last_feature_convolution(model: nn.Module, inputs: torch.Tensor) -> str:
     Raises:
         ValueError: No such convolution is called.
     """
-    calls, output_shape = survey(model, inputs[:1])
+    calls, output_shape = survey(model, inputs[:2])
     found = feature_convolutions(calls, output_shape)
     if not found:
         raise ValueError(
