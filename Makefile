@@ -6,6 +6,7 @@ PIP := $(VENV)/bin/pip -q
 LR ?= 0.001
 EPOCHS ?= 20
 LOGDIR ?= runs
+LOGGER ?= tensorboard
 
 .PHONY: install demo diagnose test lint benchmark zoo clean
 
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m lightning_convviz.demo --lr $(LR) --epochs $(EPOCHS) --logdir $(LOGDIR)
+	$(PY) -m lightning_convviz.demo --lr $(LR) --epochs $(EPOCHS) --logdir $(LOGDIR) --logger $(LOGGER)
 
 lint: install
 	$(VENV)/bin/ruff check lightning_convviz tests examples benchmarks

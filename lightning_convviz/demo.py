@@ -1,19 +1,29 @@
 """The demo: a small CNN on the bundled digits, trained with every lightning_convviz callback.
 
 Run ``python -m lightning_convviz.demo --lr 0.03`` (or ``make demo LR=0.03``) to see what a
-too-high learning rate does to the filters.
+too-high learning rate does to the filters. ``--logger wandb,mlflow`` (``make demo
+LOGGER=wandb,mlflow``) logs to other loggers than TensorBoard: Weights & Biases (offline unless
+``WANDB_MODE=online``), MLflow (a SQLite store in the log directory) or a CSV logger.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import (
+    CSVLogger,
+    Logger,
+    MLFlowLogger,
+    TensorBoardLogger,
+    WandbLogger,
+)
 from torch import nn
 
 from lightning_convviz.callbacks import (
@@ -32,7 +42,7 @@ from lightning_convviz.callbacks import (
 )
 from lightning_convviz.data import DigitsDataModule
 
-__all__ = ["DigitsConvNet", "default_callbacks", "main", "train"]
+__all__ = ["LOGGERS", "DigitsConvNet", "default_callbacks", "main", "make_loggers", "train"]
 
 
 class DigitsConvNet(pl.LightningModule):
@@ -118,6 +128,47 @@ def default_callbacks() -> list[pl.Callback]:
     ]
 
 
+#: The demo's loggers, by the name ``--logger`` takes.
+LOGGERS = ("tensorboard", "wandb", "mlflow", "csv")
+
+
+def make_loggers(names: Sequence[str], log_dir: str | Path, name: str) -> list[Logger]:
+    """The loggers named in ``names`` (see :data:`LOGGERS`), all writing under ``log_dir``.
+
+    Raises:
+        ValueError: An unknown name.
+    """
+    unknown = sorted(set(names) - set(LOGGERS))
+    if unknown or not names:
+        raise ValueError(f"logger: expected some of {', '.join(LOGGERS)}, got {list(names)}")
+    root = Path(log_dir).resolve()
+    made: list[Logger] = []
+    for kind in names:
+        if kind == "tensorboard":
+            made.append(TensorBoardLogger(str(root), name=name, default_hp_metric=False))
+        elif kind == "wandb":
+            root.mkdir(parents=True, exist_ok=True)
+            online = os.environ.get("WANDB_MODE") == "online"
+            made.append(
+                WandbLogger(
+                    name=name, project="lightning_convviz", save_dir=str(root), offline=not online
+                )
+            )
+        elif kind == "mlflow":
+            root.mkdir(parents=True, exist_ok=True)
+            made.append(
+                MLFlowLogger(
+                    experiment_name="lightning_convviz",
+                    run_name=name,
+                    tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                    artifact_location=(root / "mlflow-artifacts").as_uri(),
+                )
+            )
+        else:
+            made.append(CSVLogger(str(root / "csv"), name=name))
+    return made
+
+
 def train(
     lr: float = 1e-3,
     epochs: int = 20,
@@ -129,6 +180,7 @@ def train(
     batch_norm: bool = False,
     callbacks: list[pl.Callback] | None = None,
     optimizer: str = "adam",
+    loggers: Sequence[str] = ("tensorboard",),
 ) -> pl.Trainer:
     """Train :class:`DigitsConvNet` on the digits with the callbacks; return the Trainer."""
     pl.seed_everything(seed, verbose=False)
@@ -139,12 +191,9 @@ def train(
         batch_norm=batch_norm,
         optimizer=optimizer,
     )
-    logger = TensorBoardLogger(
-        str(log_dir), name=name or f"digits_lr{lr:g}", default_hp_metric=False
-    )
     trainer = pl.Trainer(
         max_epochs=epochs,
-        logger=logger,
+        logger=make_loggers(loggers, log_dir, name or f"digits_lr{lr:g}"),
         callbacks=default_callbacks() if callbacks is None else callbacks,
         log_every_n_steps=10,
         enable_checkpointing=False,
@@ -163,18 +212,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--logdir", default="runs", help="TensorBoard log directory")
     parser.add_argument("--name", default=None, help="run name (default: digits_lr<LR>)")
+    parser.add_argument(
+        "--logger",
+        default="tensorboard",
+        help=f"comma-separated loggers, of {', '.join(LOGGERS)} (default: tensorboard)",
+    )
     args = parser.parse_args(argv)
+    names = [name.strip() for name in args.logger.split(",") if name.strip()]
+    if not names or not set(names) <= set(LOGGERS):
+        parser.error(f"--logger: expected some of {', '.join(LOGGERS)}, got {args.logger!r}")
     start = time.perf_counter()
-    trainer = train(lr=args.lr, epochs=args.epochs, log_dir=args.logdir, name=args.name)
+    trainer = train(
+        lr=args.lr, epochs=args.epochs, log_dir=args.logdir, name=args.name, loggers=names
+    )
     accuracy = trainer.callback_metrics.get("val/accuracy")
     print(
         f"\nTrained {args.epochs} epochs at lr={args.lr:g} in {time.perf_counter() - start:.0f} s"
         + (f", validation accuracy {float(accuracy):.3f}" if accuracy is not None else "")
     )
-    print(f"Logs: {trainer.logger.log_dir if trainer.logger else args.logdir}")
-    print(
-        f"Open them with:  .venv/bin/tensorboard --logdir {args.logdir}  (then http://localhost:6006)"
-    )
+    root = Path(args.logdir).resolve()
+    if "tensorboard" in names:
+        print(
+            f"TensorBoard:  .venv/bin/tensorboard --logdir {args.logdir}  (http://localhost:6006)"
+        )
+    if "wandb" in names:
+        print(f"W&B:          wandb sync {root / 'wandb'}/offline-run-*  (offline runs)")
+    if "mlflow" in names:
+        print(
+            f"MLflow:       .venv/bin/mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}"
+        )
+    if "csv" in names:
+        print(f"CSV and PNG:  {root / 'csv'}/<run name>/version_*/")
 
 
 if __name__ == "__main__":

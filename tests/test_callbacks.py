@@ -169,11 +169,9 @@ def test_validate_and_test_leave_callbacks_idle(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("callback", [ActivationStatsMonitor, ActivationMapMonitor, FilterMonitor])
-def test_missing_tensorboard_logger_fails_in_setup(tmp_path: Path, callback: type) -> None:
-    with pytest.raises(MisconfigurationException, match=r"needs a TensorBoardLogger.*no logger"):
+def test_a_trainer_without_logger_fails_in_setup(tmp_path: Path, callback: type) -> None:
+    with pytest.raises(MisconfigurationException, match=r"this Trainer has none"):
         _fit(tmp_path, [callback()], logger=False)
-    with pytest.raises(MisconfigurationException, match="found CSVLogger"):
-        _fit(tmp_path, [callback()], logger=CSVLogger(str(tmp_path)))
 
 
 class LinearOnly(TinyCNN):

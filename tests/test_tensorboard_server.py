@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from helpers import fit
+from helpers import fit, read_events
 
 from lightning_convviz import (
     ActivationStatsMonitor,
@@ -41,6 +42,8 @@ def test_tensorboard_serves_every_documented_tag(tmp_path: Path) -> None:
         LearningRateDoctor(every_n_steps=1),
     ]
     fit(tmp_path, callbacks)
+    layouts = read_events(tmp_path / "run/version_0").Tensors("custom_scalars__config__")
+    assert len(layouts) == 1  # written once, by the first callback set up
     port = free_port()
     server = subprocess.Popen(
         [
@@ -87,6 +90,34 @@ def test_tensorboard_serves_every_documented_tag(tmp_path: Path) -> None:
             "attribution/grad_cam",
             "occlusion/probability_drop",
         } <= set(images[run])
+        # the dashboard: one multi-line chart per kind of per-layer curve, written once
+        layout = get(f"{base}/custom_scalars/layout")
+        assert isinstance(layout, dict)
+        (category,) = layout["category"]
+        assert category["title"] == "lightning_convviz"
+        charts = {chart["title"]: chart["multiline"]["tag"] for chart in category["chart"]}
+        served = set(scalars[run])
+        assert {
+            "dead fraction, every layer",
+            "sparsity, every layer",
+            "update ratio, every layer (flat line: 1e-3)",
+            "filter noise score, every layer",
+            "cost of each drawing (s)",
+        } <= set(charts)
+        shown = {
+            title: {tag for tag in served if any(re.search(rx, tag) for rx in regexes)}
+            for title, regexes in charts.items()
+        }
+        assert shown["dead fraction, every layer"] == {"activation_stats/dead_fraction/relu2"}
+        assert shown["update ratio, every layer (flat line: 1e-3)"] == {
+            "lr_doctor/update_ratio/conv1",
+            "lr_doctor/update_ratio/conv2",
+            "lr_doctor/update_ratio/head",
+            "lr_doctor/update_ratio_reference",
+        }
+        assert "cost/share" not in shown["cost of each drawing (s)"]
+        assert "cost/FilterMonitor" in shown["cost of each drawing (s)"]
+        assert all(shown.values())  # no empty chart
     finally:
         server.terminate()
         server.wait(timeout=30)

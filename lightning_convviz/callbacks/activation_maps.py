@@ -52,7 +52,7 @@ class ActivationMapMonitor(ProbeCallback):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger, a
+        MisconfigurationException: In ``setup``, when the Trainer has no logger, a
             layer name is unknown, or the model has no convolution; on the first batch, when no
             image tensor can be found in it (pass ``probe_images``).
     """
@@ -108,9 +108,4 @@ class ActivationMapMonitor(ProbeCallback):
                 for image, maps in zip(probe, activation, strict=True)
             ]
             picture = torch.cat(rows, dim=1)
-            writer.add_image(
-                self._tag(name),
-                render.to_uint8_hwc(picture),
-                trainer.global_step,
-                dataformats="HWC",
-            )
+            writer.image(self._tag(name), render.to_uint8_hwc(picture), trainer.global_step)

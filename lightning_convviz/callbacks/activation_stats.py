@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
@@ -87,11 +87,15 @@ class ActivationStatsMonitor(ConvVizCallback):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger, a
+        MisconfigurationException: In ``setup``, when the Trainer has no logger, a
             layer name is unknown, or the model has no convolution.
     """
 
     section = "activation_stats"
+    dashboard: ClassVar[dict[str, list[str]]] = {
+        "dead fraction, every layer": ["activation_stats/dead_fraction/"],
+        "sparsity, every layer": ["activation_stats/sparsity/"],
+    }
     _collective_hooks = ("on_train_batch_end",)
 
     def __init__(
@@ -232,17 +236,10 @@ class ActivationStatsMonitor(ConvVizCallback):
             metrics[self._tag("dead_channels", name)] = float(dead_channels(positive).sum())
             activity = positive.double() / elements
             if writer is not None and self.log_histograms:
-                writer.add_histogram(
-                    self._tag("channel_activity", name), activity.numpy(), step, bins="auto"
-                )
+                writer.histogram(self._tag("channel_activity", name), activity.numpy(), step)
             if writer is not None and self.log_images:
                 picture = render.channel_activity_image(activity)
-                writer.add_image(
-                    self._tag("channels", name),
-                    render.to_uint8_hwc(picture),
-                    step,
-                    dataformats="HWC",
-                )
+                writer.image(self._tag("channels", name), render.to_uint8_hwc(picture), step)
         self._log_scalars(trainer, metrics, step)
 
     # -- checkpointing -------------------------------------------------------------------------

@@ -47,7 +47,7 @@ class AdversarialMonitor(ProbeCallback):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger.
+        MisconfigurationException: In ``setup``, when the Trainer has no logger.
     """
 
     section = "adversarial"
@@ -115,7 +115,7 @@ class AdversarialMonitor(ProbeCallback):
         picture = render.labelled_grid(
             torch.stack(tiles), texts, columns=3, min_side=self.tile_side
         )
-        writer.add_image(self._tag("examples"), picture, trainer.global_step, dataformats="HWC")
+        writer.image(self._tag("examples"), picture, trainer.global_step)
         fooled = epsilon[finite] / value_range
         metrics = {self._tag("fooled_fraction"): float(finite.float().mean())}
         if len(fooled):

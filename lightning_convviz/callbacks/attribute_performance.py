@@ -63,7 +63,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
         ValueError: At construction, for an unknown built-in or a non-callable attribute; during
             validation, when an attribute function returns the wrong number of values, NaN or
             infinity.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger.
+        MisconfigurationException: In ``setup``, when the Trainer has no logger.
     """
 
     section = "performance"
@@ -204,7 +204,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
                 title=f"epoch {epoch}: {int(result.counts.sum())} images",
                 chart=self._chart,
             )
-            writer.add_image(self._tag(name), picture, step, dataformats="HWC")
+            writer.image(self._tag(name), picture, step)
             metrics[self._tag(name, "worst_bin_accuracy")] = float(result.accuracy.min())
         self._log_scalars(trainer, metrics, step)
 

@@ -6,8 +6,9 @@ Rules kept here so that no callback can break them:
   only calls their hooks; loggers are recognised from either namespace).
 * Only ``fit`` is observed; ``validate``, ``test`` and ``predict`` leave the callbacks idle.
 * ``fast_dev_run`` (whose logger is a dummy) leaves them idle too, without an error.
-* Scalars go to every logger of the Trainer, images and histograms to its TensorBoard logger,
-  and both only from global rank zero. No collective is called from one rank alone.
+* Everything logged goes to every logger of the Trainer through one writing layer
+  (:mod:`lightning_convviz.writing`: TensorBoard, Weights & Biases, MLflow, CSV and any logger
+  with a folder), only from global rank zero. No collective is called from one rank alone.
 * A diagnostic that fails during training (any exception but a configuration error) is
   reported once as a warning and switches its callback off; the user's training goes on.
   Under DDP a callback with collectives switches off on every rank together: before its
@@ -19,25 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeGuard
+from typing import Any, ClassVar
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback, LightningModule, Trainer
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 
 from lightning_convviz.callbacks.budget import Budget, budget_for
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
+from lightning_convviz.writing import Writers, writers_for
 
 __all__ = [
     "ConvVizCallback",
@@ -187,16 +185,19 @@ def _guarded(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ConvVizCallback(Callback):
-    """Base class: idle outside ``fit`` and under ``fast_dev_run``; finds the TensorBoard logger.
+    """Base class: idle outside ``fit`` and under ``fast_dev_run``; writes to every logger.
 
-    Subclasses set ``section`` (the tag prefix that groups their output in TensorBoard) and
-    implement :meth:`_setup_model` to resolve their layers, raising ``MisconfigurationException``
-    for a model they cannot serve. Their training-time hooks (:data:`GUARDED_HOOKS`) are
-    wrapped: an exception inside one is reported once as a warning, the callback releases its
-    hooks and stays off for the rest of the run, and training goes on.
+    Subclasses set ``section`` (the tag prefix that groups their output), ``dashboard`` (their
+    multi-line charts in TensorBoard's custom-scalars tab: title to tag regexes) and implement
+    :meth:`_setup_model` to resolve their layers, raising ``MisconfigurationException`` for a model
+    they cannot serve. Their training-time hooks (:data:`GUARDED_HOOKS`) are wrapped: an exception
+    inside one is reported once as a warning, the callback releases its hooks and stays off for the
+    rest of the run, and training goes on.
     """
 
     section: str = "convviz"
+    #: Multi-line charts of this callback's scalars: title to regexes of their tags.
+    dashboard: ClassVar[dict[str, list[str]]] = {}
     _forward_failure: BaseException | None = None
     #: The hooks that call collectives under DDP; each calls :meth:`_ranks_agree` first.
     _collective_hooks: tuple[str, ...] = ()
@@ -297,7 +298,7 @@ class ConvVizCallback(Callback):
 
     def __init__(self) -> None:
         self._enabled = False
-        self._tensorboard: TensorBoardLogger | None = None
+        self._writers: Writers | None = None
         self._budget: Budget | None = None
         #: Seconds of this callback's latest drawing (its next one is expected to cost as much).
         self.last_drawing_seconds = 0.0
@@ -313,7 +314,7 @@ class ConvVizCallback(Callback):
         if getattr(trainer, "fast_dev_run", False):
             rank_zero_info(f"{type(self).__name__}: idle under fast_dev_run (no real logger).")
             return
-        self._tensorboard = _find_tensorboard_logger(trainer, type(self).__name__)
+        self._writers = self._open_writers(trainer)
         self._budget = budget_for(trainer)
         self._budget.ensure_started()
         self._setup_model(trainer, pl_module)
@@ -473,42 +474,32 @@ class ConvVizCallback(Callback):
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _writer(self, trainer: Trainer) -> SummaryWriter | None:
-        """The TensorBoard ``SummaryWriter`` on global rank zero, ``None`` elsewhere."""
-        if not trainer.is_global_zero or self._tensorboard is None:
+    def _open_writers(self, trainer: Trainer) -> Writers:
+        """The Trainer's writers; on global rank zero the dashboard of every lightning_convviz
+        callback of the Trainer is written with them, once."""
+        ours = [c for c in trainer.callbacks if isinstance(c, ConvVizCallback)]  # type: ignore[attr-defined]
+        writers = writers_for(trainer, [type(callback).__name__ for callback in ours])
+        if trainer.is_global_zero:
+            charts = {"cost of each drawing (s)": ["cost/[A-Z]"]}
+            for callback in ours:
+                charts.update(callback.dashboard)
+            writers.layout_once(charts)
+        return writers
+
+    def _writer(self, trainer: Trainer) -> Writers | None:
+        """The writers on global rank zero, ``None`` elsewhere."""
+        if not trainer.is_global_zero:
             return None
-        writer: SummaryWriter = self._tensorboard.experiment
-        return writer
+        return self._writers
 
     def _log_scalars(self, trainer: Trainer, metrics: dict[str, float], step: int) -> None:
-        """Send scalars to every logger of the Trainer, from global rank zero only.
-
-        A TensorBoard logger gets them as one event holding every value: dozens of scalars per
-        step cost about 0.2 ms that way instead of about 7 ms through ``log_metrics``.
-        """
-        if not trainer.is_global_zero or not metrics:
-            return
-        for logger in trainer.loggers:
-            if is_tensorboard_logger(logger):
-                write_scalars(logger, metrics, step)
-            else:
-                logger.log_metrics(metrics, step=step)
+        """Send scalars to every logger of the Trainer, from global rank zero only."""
+        writers = self._writer(trainer)
+        if writers is not None and metrics:
+            writers.scalars(metrics, step)
 
     def _tag(self, *parts: str) -> str:
         return "/".join((self.section, *parts))
-
-
-def write_scalars(logger: TensorBoardLogger, metrics: dict[str, float], step: int) -> None:
-    """Write ``metrics`` to a TensorBoard logger as a single event (tags as ``log_metrics``)."""
-    prefix = getattr(logger, "_prefix", "")
-    join = getattr(logger, "LOGGER_JOIN_CHAR", "-")
-    summary = Summary(
-        value=[
-            Summary.Value(tag=f"{prefix}{join}{tag}" if prefix else tag, simple_value=value)
-            for tag, value in metrics.items()
-        ]
-    )
-    logger.experiment._get_file_writer().add_summary(summary, step)
 
 
 def _synchronize(pl_module: LightningModule) -> None:
@@ -516,24 +507,3 @@ def _synchronize(pl_module: LightningModule) -> None:
     device = getattr(pl_module, "device", None)
     if isinstance(device, torch.device) and device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def is_tensorboard_logger(logger: object) -> TypeGuard[TensorBoardLogger]:
-    """Whether ``logger`` is Lightning's TensorBoardLogger, from ``pytorch_lightning`` or from
-    ``lightning.pytorch`` (the latter checked only when the program imported it)."""
-    if isinstance(logger, TensorBoardLogger):
-        return True
-    unified = sys.modules.get("lightning.pytorch.loggers")
-    return unified is not None and isinstance(logger, unified.TensorBoardLogger)
-
-
-def _find_tensorboard_logger(trainer: Trainer, callback: str) -> TensorBoardLogger:
-    for logger in trainer.loggers:
-        if is_tensorboard_logger(logger):
-            return logger
-    found = ", ".join(type(logger).__name__ for logger in trainer.loggers) or "no logger"
-    raise MisconfigurationException(
-        f"{callback} writes images to TensorBoard and needs a TensorBoardLogger among the "
-        f"Trainer's loggers, found {found}. Use Trainer(logger=TensorBoardLogger('runs')) or add "
-        "one to the list of loggers."
-    )

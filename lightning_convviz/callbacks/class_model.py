@@ -51,7 +51,7 @@ class ClassModelMonitor(ProbeCallback):
     Raises:
         ValueError: At construction, for an argument outside the allowed values; when drawing,
             for a class index the model does not have.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger.
+        MisconfigurationException: In ``setup``, when the Trainer has no logger.
     """
 
     section = "class_model"
@@ -124,4 +124,4 @@ class ClassModelMonitor(ProbeCallback):
             columns=min(10, len(classes)),
             min_side=self.tile_side,
         )
-        writer.add_image(self._tag("images"), picture, trainer.global_step, dataformats="HWC")
+        writer.image(self._tag("images"), picture, trainer.global_step)

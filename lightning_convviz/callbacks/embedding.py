@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -35,6 +36,7 @@ from lightning_convviz.functional.embedding import (
 )
 from lightning_convviz.functional.guard import eager_forward
 from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site
+from lightning_convviz.writing import EmbeddingPoints
 
 __all__ = ["EmbeddingMonitor"]
 
@@ -61,6 +63,7 @@ class _Result:
     grid: np.ndarray
     metrics: dict[str, float]
     job: _Job
+    points: np.ndarray
 
 
 class EmbeddingMonitor(ConvVizCallback):
@@ -93,6 +96,9 @@ class EmbeddingMonitor(ConvVizCallback):
           (1.0: every map neighbour is a code neighbour).
         * ``embedding/knn_accuracy`` (scalar, with labels): leave-one-out k-NN accuracy in the
           map, how class-separable the codes are.
+        * ``embedding/points``: the map's points with their labels, for loggers that plot tables
+          (a W&B table with columns x, y, label, sample; a CSV file or artifact ``x,y,label``
+          with MLflow and CSV loggers; nothing in TensorBoard, whose scatter picture shows them).
         * with ``projector=True``: TensorBoard's projector (``add_embedding``, tag
           ``embedding``) with the codes, labels and a sprite within the frontend's 8192 px.
 
@@ -117,7 +123,7 @@ class EmbeddingMonitor(ConvVizCallback):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger or
+        MisconfigurationException: In ``setup``, when the Trainer has no logger or
             the layer is unknown; at the first validation batch, when ``layer=None`` and the
             forward pass calls no linear layer or convolution.
     """
@@ -323,7 +329,8 @@ class EmbeddingMonitor(ConvVizCallback):
         pictures = torch.nn.functional.interpolate(job.pictures.float() / 255, size=(cell, cell))
         grid = render.cell_grid(pictures, grid_cells(embedding, self.grid_side))
         seconds = time.perf_counter() - start
-        return _Result(job.step, seconds, scatter, render.to_uint8_hwc(grid), metrics, job)
+        grid_picture = render.to_uint8_hwc(grid)
+        return _Result(job.step, seconds, scatter, grid_picture, metrics, job, embedding)
 
     def _log_ready(self, trainer: Trainer, wait: float | None = None) -> None:
         """Log every finished embedding (waiting up to ``wait`` seconds for the pending ones)."""
@@ -351,27 +358,24 @@ class EmbeddingMonitor(ConvVizCallback):
         writer = self._writer(trainer)
         if writer is None:
             return
-        writer.add_image(self._tag("scatter"), result.scatter, result.step, dataformats="HWC")
-        writer.add_image(self._tag("grid"), result.grid, result.step, dataformats="HWC")
+        writer.image(self._tag("scatter"), result.scatter, result.step)
+        writer.image(self._tag("grid"), result.grid, result.step)
         self._log_scalars(
             trainer,
             {self._tag(name): value for name, value in result.metrics.items()},
             result.step,
         )
+        job = result.job
+        points = EmbeddingPoints(job.codes, result.points, job.labels, np.zeros((0, 1, 1, 1)))
+        writer.points(self._tag("points"), points, result.step)
         if self.projector:
-            job = result.job
             per_row = int(np.ceil(np.sqrt(len(job.codes))))
             side = max(1, min(job.pictures.shape[-1], SPRITE_LIMIT // per_row))
             sprite = torch.nn.functional.interpolate(
                 job.pictures.float() / 255, size=(side, side), mode="area"
             )
-            writer.add_embedding(
-                job.codes,
-                metadata=None if job.labels is None else job.labels.tolist(),
-                label_img=sprite,
-                global_step=result.step,
-                tag=self.section,
-            )
+            points = dataclasses.replace(points, thumbnails=sprite.numpy())
+            writer.projector(self.section, points, result.step)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any

@@ -187,7 +187,7 @@ class ProbeExplainer(ProbeCallback):
                 [render.heat_overlay(image, map_) for image, map_ in zip(images, heat, strict=True)]
             )
             grid = render.labelled_grid(tiles, captions, min_side=self.tile_side)
-            writer.add_image(self._tag(name), grid, trainer.global_step, dataformats="HWC")
+            writer.image(self._tag(name), grid, trainer.global_step)
 
 
 def caption(label: int | None, predicted: int, probabilities: torch.Tensor) -> str:

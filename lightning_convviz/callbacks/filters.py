@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -66,11 +66,15 @@ class FilterMonitor(ConvVizCallback):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger, a
+        MisconfigurationException: In ``setup``, when the Trainer has no logger, a
             layer is unknown or not a convolution, or the model has no convolution.
     """
 
     section = "filters"
+    dashboard: ClassVar[dict[str, list[str]]] = {
+        "filter noise score, every layer": ["filters/noise_score/"],
+        "filter change, every layer": ["filters/relative_change/"],
+    }
 
     def __init__(
         self,
@@ -161,9 +165,7 @@ class FilterMonitor(ConvVizCallback):
                 picture = render.filter_grid(
                     weight, self.max_outputs, self.max_inputs, self.tile_side
                 )
-                writer.add_image(
-                    self._tag(name), render.to_uint8_hwc(picture), step, dataformats="HWC"
-                )
+                writer.image(self._tag(name), render.to_uint8_hwc(picture), step)
         self._log_scalars(trainer, metrics, step)
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -66,11 +66,14 @@ class InversionMonitor(ProbeCallback):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, for a missing TensorBoard logger, an unknown
+        MisconfigurationException: In ``setup``, for a Trainer without a logger, an unknown
             layer, or a model without convolutions.
     """
 
     section = "inversion"
+    dashboard: ClassVar[dict[str, list[str]]] = {
+        "code error of the reconstruction, every depth": ["inversion/code_error/"],
+    }
 
     def __init__(
         self,
@@ -153,9 +156,7 @@ class InversionMonitor(ProbeCallback):
         tiles = torch.stack(columns, dim=1).flatten(0, 1)
         texts = [text for row in captions for text in row]
         picture = render.labelled_grid(tiles, texts, columns=len(columns), min_side=self.tile_side)
-        writer.add_image(
-            self._tag("reconstructions"), picture, trainer.global_step, dataformats="HWC"
-        )
+        writer.image(self._tag("reconstructions"), picture, trainer.global_step)
         self._log_scalars(trainer, errors, trainer.global_step)
 
 

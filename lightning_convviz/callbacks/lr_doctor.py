@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
@@ -37,6 +37,8 @@ class Finding:
 
 #: Update ratios kept per layer for the summary table (the latest ones).
 RECENT_RATIOS = 20
+#: CS231n's healthy update/weight ratio, logged beside the ratios as a reference line.
+HEALTHY_UPDATE_RATIO = 1e-3
 
 
 @dataclass
@@ -90,7 +92,8 @@ class LearningRateDoctor(ConvVizCallback):
 
     Logged tags:
         * ``lr_doctor/update_ratio/<layer>``, ``lr_doctor/grad_norm`` (scalars, every
-          ``every_n_steps``);
+          ``every_n_steps``), with ``lr_doctor/update_ratio_reference``, the healthy 1e-3, so
+          that the dashboard's chart of every layer's ratio shows it as a line;
         * ``lr_doctor/dead_fraction/<layer>``, ``lr_doctor/noise_score/<layer>``,
           ``lr_doctor/epoch_loss``, ``lr_doctor/verdict`` (-1 too low, 0 healthy, 1 too high)
           (scalars, every epoch);
@@ -110,11 +113,19 @@ class LearningRateDoctor(ConvVizCallback):
 
     Raises:
         ValueError: At construction, for a threshold outside its allowed range.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger or
+        MisconfigurationException: In ``setup``, when the Trainer has no logger or
             the model has no convolution.
     """
 
     section = "lr_doctor"
+    dashboard: ClassVar[dict[str, list[str]]] = {
+        "update ratio, every layer (flat line: 1e-3)": [
+            "lr_doctor/update_ratio/",
+            "lr_doctor/update_ratio_reference",
+        ],
+        "dead fraction (doctor), every layer": ["lr_doctor/dead_fraction/"],
+        "filter noise score (doctor), every layer": ["lr_doctor/noise_score/"],
+    }
     _collective_hooks = ("on_train_epoch_end",)
 
     def __init__(
@@ -251,6 +262,7 @@ class LearningRateDoctor(ConvVizCallback):
         self._before = {}
         step = self._batch_step
         metrics = {self._tag("update_ratio", name): ratio for name, ratio in ratios.items()}
+        metrics[self._tag("update_ratio_reference")] = HEALTHY_UPDATE_RATIO
         for name, ratio in ratios.items():
             recent = self._history.update_ratios.setdefault(name, [])
             recent.append(ratio)
@@ -338,7 +350,7 @@ class LearningRateDoctor(ConvVizCallback):
         self._log_scalars(trainer, metrics, step)
         writer = self._writer(trainer)
         if writer is not None:
-            writer.add_text(self._tag("summary"), self.summary(), step)
+            writer.text(self._tag("summary"), self.summary(), step)
 
     def _examine(self, epoch: int) -> None:
         """Re-judge the evidence at an epoch end: permanent findings stay, the others hold only

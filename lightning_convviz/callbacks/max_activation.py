@@ -75,7 +75,7 @@ class MaxActivationMonitor(ConvVizCallback):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger, a
+        MisconfigurationException: In ``setup``, when the Trainer has no logger, a
             layer is unknown, the model has no convolution, or a channel index is out of range.
     """
 
@@ -296,7 +296,7 @@ class MaxActivationMonitor(ConvVizCallback):
                 if site in crops:
                     picture = self._picture(site, state, crops[site])
                     tag = self._tag(self._site_name(site))
-                    writer.add_image(tag, picture, step, dataformats="HWC")
+                    writer.image(tag, picture, step)
 
         self._draw_collected(trainer, pl_module, draw)
 

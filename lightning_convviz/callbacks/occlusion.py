@@ -62,7 +62,7 @@ class OcclusionMonitor(ProbeExplainer):
     Raises:
         ValueError: At construction, for an argument outside the allowed values; at the first
             drawing, when the window is larger than the probe images.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger.
+        MisconfigurationException: In ``setup``, when the Trainer has no logger.
     """
 
     section = "occlusion"

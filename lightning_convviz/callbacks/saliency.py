@@ -74,7 +74,7 @@ class SaliencyMonitor(ProbeExplainer):
 
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
-        MisconfigurationException: In ``setup``, when the Trainer has no TensorBoard logger or
+        MisconfigurationException: In ``setup``, when the Trainer has no logger or
             ``grad_cam_layer`` does not select exactly one module (or the model has no conv).
     """
 

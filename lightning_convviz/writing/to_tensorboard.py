@@ -1,0 +1,85 @@
+"""TensorBoard: the home of lightning_convviz (scalars, images, histograms, text, projector and a
+custom-scalars dashboard)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TypeGuard
+
+import numpy as np
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
+
+from lightning_convviz.writing.destination import Destination, EmbeddingPoints
+
+__all__ = ["DASHBOARD", "TensorBoardDestination", "is_tensorboard_logger"]
+
+#: The custom-scalars category holding the callbacks' multi-line charts.
+DASHBOARD = "lightning_convviz"
+
+
+def is_tensorboard_logger(logger: object) -> TypeGuard[TensorBoardLogger]:
+    """Whether ``logger`` is Lightning's TensorBoardLogger, from ``pytorch_lightning`` or from
+    ``lightning.pytorch`` (the latter checked only when the program imported it)."""
+    if isinstance(logger, TensorBoardLogger):
+        return True
+    unified = sys.modules.get("lightning.pytorch.loggers")
+    return unified is not None and isinstance(logger, unified.TensorBoardLogger)
+
+
+class TensorBoardDestination(Destination):
+    """Writes through the logger's ``SummaryWriter``; scalars of one step as a single event
+    (dozens of scalars cost about 0.2 ms that way instead of about 7 ms through
+    ``log_metrics``), with the logger's prefix."""
+
+    kind = "TensorBoard"
+
+    def __init__(self, logger: TensorBoardLogger) -> None:
+        self.logger = logger
+
+    @property
+    def writer(self) -> Any:
+        return self.logger.experiment
+
+    def scalars(self, metrics: dict[str, float], step: int) -> None:
+        prefix = getattr(self.logger, "_prefix", "")
+        join = getattr(self.logger, "LOGGER_JOIN_CHAR", "-")
+        summary = Summary(
+            value=[
+                Summary.Value(tag=f"{prefix}{join}{tag}" if prefix else tag, simple_value=value)
+                for tag, value in metrics.items()
+            ]
+        )
+        self.writer._get_file_writer().add_summary(summary, step)
+
+    def image(self, tag: str, picture: np.ndarray, step: int) -> None:
+        self.writer.add_image(tag, picture, step, dataformats="HWC")
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        self.writer.add_histogram(tag, values, step, bins="auto")
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def points(self, tag: str, embedding: EmbeddingPoints, step: int) -> None:
+        pass  # the scatter picture shows them; the codes go to the projector on request
+
+    def projector(self, tag: str, embedding: EmbeddingPoints, step: int) -> None:
+        labels = embedding.labels
+        self.writer.add_embedding(
+            embedding.codes,
+            metadata=None if labels is None else labels.tolist(),
+            label_img=torch.from_numpy(embedding.thumbnails),
+            global_step=step,
+            tag=tag,
+        )
+
+    def layout(self, charts: dict[str, list[str]]) -> None:
+        if charts:
+            self.writer.add_custom_scalars(
+                {DASHBOARD: {title: ["Multiline", tags] for title, tags in charts.items()}}
+            )
+
+    def flush(self) -> None:
+        self.writer.flush()
