@@ -5,11 +5,14 @@
 # Trains the digits demo for a few epochs into a temporary log directory, serves it with
 # TensorBoard on a free local port, and lets headless Chromium photograph the images tab.
 #
-# Usage: docs/screenshot.sh [output.png] [tag filter]
+# Usage: docs/screenshot.sh [output.png] [tag filter] [tab]
+#   docs/screenshot.sh docs/images/tensorboard_custom_scalars.png "" custom_scalars
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-docs/images/tensorboard.png}
-filter=${2:-attribution}
+filter=${2-attribution}
+tab=${3:-images}
+height=$([ "$tab" = images ] && echo 1100 || echo 1300)
 logdir=$(mktemp -d)
 profile=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$logdir" "$profile"' EXIT
@@ -24,7 +27,7 @@ for _ in $(seq 60); do
 done
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$profile" --hide-scrollbars --window-size=1400,1100 \
+  --user-data-dir="$profile" --hide-scrollbars --window-size=1400,"$height" \
   --virtual-time-budget=20000 --screenshot="$out" \
-  "http://127.0.0.1:$port/?darkMode=false#images&tagFilter=$filter" 2> /dev/null
+  "http://127.0.0.1:$port/?darkMode=false#$tab&tagFilter=$filter" 2> /dev/null
 echo "wrote $out"
