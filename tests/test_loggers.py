@@ -54,6 +54,7 @@ class Content:
         self.scalars: set[str] = set()
         self.histograms: set[str] = set()
         self.texts: set[str] = set()
+        self.tables: dict[str, int] = {}  # t-SNE point tables: tag to rows
 
     def add_image(self, tag: str, step: int, png: bytes) -> None:
         self.images.setdefault(tag, {})[step] = np.asarray(Image.open(io.BytesIO(png)))[..., :3]
@@ -89,6 +90,8 @@ def from_wandb(run_dir: Path) -> Content:
                 content.histograms.add(key)
             elif kind == "html-file":
                 content.texts.add(key)
+            elif kind == "table-file":
+                content.tables[key] = value["nrows"]
             elif kind is None and not key.startswith("_"):
                 content.scalars.add(key)
     return content
@@ -116,6 +119,8 @@ def from_mlflow(store: str) -> Content:
             content.texts.add(tag)
         elif path.suffix == ".csv" and "channel_activity" in tag:
             content.histograms.add(tag)
+        elif path.suffix == ".csv":
+            content.tables[tag] = len(path.read_text().splitlines()) - 1
     return content
 
 
@@ -131,6 +136,8 @@ def from_folder(log_dir: Path) -> Content:
             content.texts.add(tag)
         elif path.suffix == ".csv" and "channel_activity" in tag:
             content.histograms.add(tag)
+        elif path.suffix == ".csv" and path.parent != log_dir:  # not metrics.csv
+            content.tables[tag] = len(path.read_text().splitlines()) - 1
     return content
 
 
@@ -164,6 +171,7 @@ def test_the_demo_leaves_the_same_content_in_every_logger(
         assert ours(content.scalars) == scalars, name
         assert content.histograms == {rename[name](tag) for tag in tensorboard.histograms}, name
         assert content.texts == {rename[name](tag) for tag in tensorboard.texts}, name
+        assert content.tables == {"embedding/points": 359}, name  # every validation digit
         for tag, pictures in tensorboard.images.items():  # the same pixels at the same steps
             theirs = content.images[rename[name](tag)]
             assert set(theirs) == set(pictures), (name, tag)
