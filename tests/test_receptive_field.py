@@ -163,9 +163,47 @@ def _output_size(model: nn.Module, layer: str, shape: tuple[int, int]) -> tuple[
     return int(height), int(width)
 
 
+class UpsampleFuse(nn.Module):
+    """HRNet's fusion in small: a branch at a quarter of the resolution, upsampled and added to
+    the branch at half the resolution, then a convolution."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.down = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.low = nn.Conv2d(4, 4, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode=mode)
+        self.fuse = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        high = self.stem(x)
+        return self.fuse(high + self.up(self.low(self.down(high))))
+
+
+@pytest.mark.parametrize(("mode", "widen"), [("nearest", 1), ("bilinear", 2)])
+def test_upsampled_fields_hold_every_pixel_that_counts(mode: str, widen: int) -> None:
+    model, shape = UpsampleFuse(mode), (32, 32)
+    field = receptive_field(model, "fuse", torch.zeros(1, 3, *shape))
+    # the low branch: 3 + 2*2 + 2*4 = 15 px at a jump of 4, widened by `widen` steps of 4; the
+    # convolution after the sum adds 2 * 2
+    assert field.jump == (2, 2) and field.size == (15 + 4 * widen + 4,) * 2
+    units = [(row, column) for row in range(8) for column in (0, 5, 15)]
+    oracle = gradient_support(model, "fuse", shape, units)
+    for unit, (top, left, bottom, right) in zip(units, oracle, strict=True):
+        mine = clipped(field.region(*unit), shape)
+        assert mine[0] <= top and mine[1] <= left and mine[2] >= bottom and mine[3] >= right, unit
+        # at most the widening larger than the pixels that count
+        assert (mine[2] - mine[0]) - (bottom - top) <= 4 * widen, unit
+        assert (mine[3] - mine[1]) - (right - left) <= 4 * widen, unit
+
+
 def test_unknown_operations_are_named_and_what_is_not_on_the_way_does_not_matter() -> None:
-    model = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2), nn.Conv2d(1, 1, 3))
-    with pytest.raises(ValueError, match="no receptive-field rule for 'interpolate' on the way"):
+    model = nn.Sequential(
+        nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2, mode="bicubic"), nn.Conv2d(1, 1, 3)
+    )
+    with pytest.raises(
+        ValueError, match=r"interpolate \(mode 'bicubic'\) from \d+ to \d+ pixels on the way to '2'"
+    ):
         receptive_field(model, "2")
     assert receptive_field(model, "0").size == (3, 3)  # the upsampling comes after
     pooled = nn.Sequential(nn.Conv2d(1, 1, 3), nn.AdaptiveAvgPool2d(4), nn.Conv2d(1, 1, 3))

@@ -24,8 +24,14 @@ MobileNet-V3 and RegNetY, any ``x * gate``), the field reported is the spatial p
 depends on the whole image, but only through one number per channel. Normalisations whose
 statistics span the map (GroupNorm, InstanceNorm) are treated the same way.
 
-Anything else on the way to the layer (upsampling, adaptive pooling to a size other than 1x1,
-attention, flattening the map) makes the field unknown, and asking for it raises
+**Upsampling.** ``F.interpolate`` (``nn.Upsample``, HRNet's and FPN's fusions) divides the jump by
+the scale; a unit's field is centred where it maps back to the input and widened so that it
+holds the fields of the units it reads (one input step for ``nearest`` at an integer scale, two
+for ``bilinear``): a field may then be a step larger than the pixels that count, never smaller.
+A layer whose units end up closer than one input pixel has no whole-pixel field and raises.
+
+Anything else on the way to the layer (other interpolation modes, adaptive pooling to a size
+other than 1x1, attention, flattening the map) makes the field unknown, and asking for it raises
 ``ValueError`` naming the operation. Operations that are not on the way (a classifier head after
 the layer, an auxiliary head) do not matter.
 
@@ -331,6 +337,50 @@ def _padded(spatial: _Spatial, args: Sequence[Any], kwargs: dict[str, Any]) -> _
     )
 
 
+def _interpolated(
+    spatial: _Spatial,
+    source: torch.Tensor,
+    output: torch.Tensor,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+) -> _Spatial:
+    """``F.interpolate`` (``nn.Upsample``): each output unit reads one or two input units near
+    its position mapped back to the input (``(o + 0.5) * in / out - 0.5``, or ``o * (in - 1) /
+    (out - 1)`` with ``align_corners``). The field is centred there and widened so that it holds
+    the fields of the units read: by one input step for ``nearest`` at an integer scale and for
+    ``nearest-exact`` (the unit read is within half a step), by two for ``bilinear`` (two
+    neighbours, within a step). Other modes and scales raise."""
+    if spatial.dims != (-2, -1):
+        raise _NoRuleError("interpolation of a channels-last map")
+    mode = _argument(args, kwargs, 3, "mode", "nearest")
+    corners = bool(_argument(args, kwargs, 4, "align_corners", False))
+    axes = [
+        _resampled(axis, int(before), int(after), str(mode), corners)
+        for axis, before, after in zip(
+            (spatial.rows, spatial.columns), source.shape[-2:], output.shape[-2:], strict=True
+        )
+    ]
+    return _Spatial(axes[0], axes[1], spatial.dims)
+
+
+def _resampled(axis: _Axis, before: int, after: int, mode: str, corners: bool) -> _Axis:
+    if after == before:
+        return axis  # every mode reads the unit itself
+    if mode in ("nearest", "nearest-exact") and (mode == "nearest-exact" or after % before == 0):
+        widen = 1.0
+    elif mode in ("bilinear", "linear"):
+        widen = 2.0
+    else:
+        raise _NoRuleError(f"interpolate (mode {mode!r}) from {before} to {after} pixels")
+    if corners and mode in ("bilinear", "linear"):
+        ratio = (before - 1) / (after - 1) if after > 1 else 0.0
+        return _Axis(axis.size + widen * axis.jump, axis.jump * ratio, axis.start)
+    ratio = before / after
+    return _Axis(
+        axis.size + widen * axis.jump, axis.jump * ratio, axis.start + (ratio - 1) / 2 * axis.jump
+    )
+
+
 def _spatial_positions(spatial: _Spatial, ndim: int) -> tuple[int, int]:
     return ndim + spatial.dims[0], ndim + spatial.dims[1]
 
@@ -436,6 +486,8 @@ def _rule(
         )
     if name == "pad":
         return _padded(first, args, kwargs)
+    if name == "interpolate":
+        return _interpolated(first, source, output, args, kwargs)
     if name in ("cat", "concat", "concatenate"):
         if any(isinstance(g, _Global) for g in geometries):
             return _GLOBAL  # channels that saw the whole image
@@ -575,9 +627,15 @@ def receptive_fields(
 
 def _field(geometry: _Geometry | None, name: str) -> ReceptiveField | ValueError:
     if isinstance(geometry, _Spatial):
-        return ReceptiveField(
-            size=(round(geometry.rows.size), round(geometry.columns.size)),
-            jump=(round(geometry.rows.jump), round(geometry.columns.jump)),
+        jumps = (geometry.rows.jump, geometry.columns.jump)
+        if any(abs(jump - round(jump)) > 1e-6 or jump < 1 - 1e-6 for jump in jumps):
+            return ValueError(
+                f"layer: the units of {name!r} are {jumps[0]:g} x {jumps[1]:g} input pixels apart "
+                "(upsampled beyond the input's grid); no whole-pixel field"
+            )
+        return ReceptiveField(  # sizes rounded up: a field holds every pixel that can count
+            size=(_whole(geometry.rows.size), _whole(geometry.columns.size)),
+            jump=(round(jumps[0]), round(jumps[1])),
             start=(geometry.rows.start, geometry.columns.start),
         )
     if isinstance(geometry, _Global):
@@ -588,6 +646,10 @@ def _field(geometry: _Geometry | None, name: str) -> ReceptiveField | ValueError
     if isinstance(geometry, _Unknown):
         return ValueError(f"layer: {geometry.reason} on the way to {name!r}")
     return ValueError(f"layer: the output of {name!r} does not come from the input image")
+
+
+def _whole(size: float) -> int:
+    return math.ceil(size - 1e-6)
 
 
 def receptive_field(
