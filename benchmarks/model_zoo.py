@@ -10,12 +10,14 @@ with the reason, and the seconds of the fit; the notes follow the table.
     python benchmarks/model_zoo.py                      # everything, table on stdout
     python benchmarks/model_zoo.py --out docs/zoo.md    # also written as markdown
     python benchmarks/model_zoo.py resnet50 timm:dla34  # some models
+    python benchmarks/model_zoo.py --out docs/zoo.md --merge swin_v2_t  # rerun rows of a table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -149,6 +151,25 @@ def table(results: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def parse(page: str) -> list[dict[str, object]]:
+    """The results in a table written by :func:`table` (for ``--merge``)."""
+    notes = dict(re.findall(r"^(\d+)\. (.*)$", page, flags=re.MULTILINE))
+    results: list[dict[str, object]] = []
+    for line in page.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != len(SHORT) + 3 or not cells[1].isdigit():
+            continue
+        statuses = {}
+        for kind, cell in zip(SHORT, cells[2:-1], strict=True):
+            found = re.fullmatch(r"\[(\d+)\]", cell)
+            statuses[kind] = notes[found.group(1)] if found else cell
+        seconds = float(cells[-1]) if cells[-1] != "-" else None
+        results.append(
+            {"model": cells[0], "side": int(cells[1]), "statuses": statuses, "seconds": seconds}
+        )
+    return results
+
+
 PAGE = """# The model zoo: every callback at its defaults
 
 Written by `make zoo` (`benchmarks/model_zoo.py`). Each architecture is built with random
@@ -159,7 +180,8 @@ ClassModelMonitor's optimisation steps lowered to 2: they set what a drawing cos
 code runs). `ok`: the callback logged under its section, did not switch itself off and did not
 say it does not apply; otherwise a note gives its message. `s`: seconds of the fit on the
 2-core CPU machine (the sweep shared it with other work, so read them as orders of magnitude).
-`px`: input side. Every run also checked that no hook is left on the model.
+`px`: input side. Every run also checked that no hook is left on the model. A row can be rerun
+on its own (`--merge` keeps the other rows): after a fix, the rows it changed were rerun.
 
 """
 
@@ -170,12 +192,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the table as markdown here")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per model")
     parser.add_argument("--skip-timm", action="store_true")
+    parser.add_argument(
+        "--merge", action="store_true", help="replace the rows of these models in --out's table"
+    )
     args = parser.parse_args()
-    models = args.models or [*torchvision_models(), *([] if args.skip_timm else TIMM)]
-    results = []
+    every = [*torchvision_models(), *([] if args.skip_timm else TIMM)]
+    models = args.models or every
+    kept: dict[str, dict[str, object]] = {}
+    if args.merge and args.out and args.out.exists():
+        kept = {str(result["model"]): result for result in parse(args.out.read_text())}
+    order = {name: index for index, name in enumerate(every)}
+    results: list[dict[str, object]] = []
     for name in models:
-        result = run_one(name, args.timeout)
-        results.append(result)
+        kept[name] = result = run_one(name, args.timeout)
+        results = sorted(kept.values(), key=lambda r: order.get(str(r["model"]), len(order)))
         statuses = result.get("statuses") or {}
         assert isinstance(statuses, dict)
         bad = {SHORT[k]: v for k, v in statuses.items() if v != "ok"}
