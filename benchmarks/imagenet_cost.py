@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -24,7 +25,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 import torchvision
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -33,27 +33,19 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightning_convviz as convviz
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+sys.path.insert(0, str(DOCS.parent.parent / "tests"))
+from zoo import Classifier  # noqa: E402  (the tests' plain LightningModule)
+
 CALLBACKS = [name for name in convviz.__all__ if name.endswith(("Monitor", "Doctor"))]
 
 
-class ImageNetShaped(pl.LightningModule):
+class ImageNetShaped(Classifier):
+    """The zoo's plain LightningModule around ResNet-18, timing its training steps."""
+
     def __init__(self, classes: int) -> None:
-        super().__init__()
-        self.net = torchvision.models.resnet18(num_classes=classes)
+        super().__init__(torchvision.models.resnet18(num_classes=classes))
         self.step_seconds: list[float] = []
         self._start = 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.net(x)
-        return out
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        return F.cross_entropy(self(images), labels)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        images, labels = batch
-        self.log("val/loss", F.cross_entropy(self(images), labels))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)

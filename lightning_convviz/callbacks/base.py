@@ -203,6 +203,8 @@ class ConvVizCallback(Callback):
     _collective_hooks: tuple[str, ...] = ()
     _enabled: bool = False
     _agreeing: bool = False
+    #: An epoch-scheduled drawing was due but postponed by the budget.
+    _postponed: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -394,6 +396,19 @@ class ConvVizCallback(Callback):
         if mandatory or budget is None or budget.affordable(self.last_drawing_seconds):
             return True
         budget.note_postponed(type(self).__name__)
+        return False
+
+    def _epoch_drawing_due(self, trainer: Trainer, every_n_epochs: int) -> bool:
+        """At an epoch end: whether an epoch-scheduled drawing is to be made now. It is due every
+        ``every_n_epochs`` epochs, or when an earlier due one was postponed; a due drawing that
+        the budget does not allow (the first is always made) is postponed to the next epoch end.
+        The drawing itself clears ``_postponed``."""
+        due = (trainer.current_epoch + 1) % every_n_epochs == 0 or self._postponed
+        if not self._enabled or not due:
+            return False
+        if self._may_draw(mandatory=self._drawn_at is None):
+            return True
+        self._postponed = True
         return False
 
     def _draw_collected(

@@ -97,13 +97,8 @@ class ProbeCallback(ConvVizCallback):
             self._draw_now(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0 or self._postponed
-        if not self._enabled or not due:
-            return
-        if self._may_draw(mandatory=self._drawn_at is None):
+        if self._epoch_drawing_due(trainer, self.every_n_epochs):
             self._draw_now(trainer, pl_module)
-        else:
-            self._postponed = True  # drawn at the next epoch end that the budget allows
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The last drawing, so that the time-lapse ends where training does."""

@@ -1,21 +1,16 @@
 """The writing layer: one object that hands each item to every logger of the Trainer.
 
-Which logger gets what:
+Which logger gets what (the full table is in ``docs/loggers.md``):
 
-============================  =========  ==========  =============  ==================  =========
-logger                        scalars    pictures    histograms     texts               t-SNE
-============================  =========  ==========  =============  ==================  =========
-``TensorBoardLogger``         events     images tab  histograms     text tab            scatter
-                                                                                        picture;
-                                                                                        projector
-                                                                                        on request
-``WandbLogger``               charts     media       ``Histogram``  HTML                table
-``MLFlowLogger``              metrics    images      CSV artifact   artifact            CSV
-                                         (step)                                         artifact
-``CSVLogger``, others with    CSV        PNG files   CSV files      ``.md`` files       CSV files
-a ``log_dir``
-a logger without a folder     its own    skipped     skipped        skipped             skipped
-============================  =========  ==========  =============  ==================  =========
+* ``TensorBoardLogger``: everything in its own tabs, the projector on request and the
+  custom-scalars dashboard (:mod:`~lightning_convviz.writing.to_tensorboard`);
+* ``WandbLogger``: charts, media, histograms, HTML texts and a table of the t-SNE points
+  (:mod:`~lightning_convviz.writing.to_wandb`);
+* ``MLFlowLogger``: metrics, step-indexed images, the rest as artifacts
+  (:mod:`~lightning_convviz.writing.to_mlflow`);
+* ``CSVLogger`` and any logger with a ``log_dir``: scalars through ``log_metrics``, the rest as
+  files in its folder (:mod:`~lightning_convviz.writing.to_files`);
+* a logger without a folder: the scalars only.
 
 Only global rank zero writes (the callbacks ask for the writers there only).
 """
