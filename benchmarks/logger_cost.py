@@ -46,7 +46,7 @@ def items(rng: np.random.Generator) -> dict[str, Callable[[Destination, int], No
     values = rng.random(128)
     text = "| layer | ratio |\n|---|---|\n" + "".join(f"| l{i} | 1e-3 |\n" for i in range(10))
     points = EmbeddingPoints(
-        rng.random((2000, 64)), rng.random((2000, 2)), rng.integers(0, 10, 2000), np.zeros(0)
+        rng.random((2000, 64)), rng.random((2000, 2)), rng.integers(0, 10, 2000)
     )
     return {
         "picture 600 x 400": lambda d, step: d.image("bench/small", small, step),

@@ -366,7 +366,7 @@ class EmbeddingMonitor(ConvVizCallback):
             result.step,
         )
         job = result.job
-        points = EmbeddingPoints(job.codes, result.points, job.labels, np.zeros((0, 1, 1, 1)))
+        points = EmbeddingPoints(job.codes, result.points, job.labels)
         writer.points(self._tag("points"), points, result.step)
         if self.projector:
             per_row = int(np.ceil(np.sqrt(len(job.codes))))

@@ -65,13 +65,14 @@ class EmbeddingPoints:
         codes: ``N x D`` codes.
         points: ``N x 2`` embedded points.
         labels: ``N`` class labels, or ``None`` when the data has none.
-        thumbnails: ``N x C x H x W`` float pictures in ``[0, 1]`` (TensorBoard's projector).
+        thumbnails: ``N x C x H x W`` float pictures in ``[0, 1]`` for TensorBoard's projector
+            (``None``: none).
     """
 
     codes: np.ndarray
     points: np.ndarray
     labels: np.ndarray | None
-    thumbnails: np.ndarray
+    thumbnails: np.ndarray | None = None
 
 
 class Destination(ABC):

@@ -66,11 +66,11 @@ class TensorBoardDestination(Destination):
         pass  # the scatter picture shows them; the codes go to the projector on request
 
     def projector(self, tag: str, embedding: EmbeddingPoints, step: int) -> None:
-        labels = embedding.labels
+        labels, thumbnails = embedding.labels, embedding.thumbnails
         self.writer.add_embedding(
             embedding.codes,
             metadata=None if labels is None else labels.tolist(),
-            label_img=torch.from_numpy(embedding.thumbnails),
+            label_img=None if thumbnails is None else torch.from_numpy(thumbnails),
             global_step=step,
             tag=tag,
         )
