@@ -39,6 +39,7 @@ from lightning_convviz.writing import Writers, writers_for
 
 __all__ = [
     "ConvVizCallback",
+    "EpochDrawingCallback",
     "NotApplicable",
     "check_layers_argument",
     "check_positive_int",
@@ -515,6 +516,27 @@ class ConvVizCallback(Callback):
 
     def _tag(self, *parts: str) -> str:
         return "/".join((self.section, *parts))
+
+
+class EpochDrawingCallback(ConvVizCallback):
+    """A callback that draws at the start of training (its subclass's ``on_train_start``), every
+    ``every_n_epochs`` epochs as the budget allows (a due drawing it does not allow is postponed
+    to the next epoch end) and once more at the end of training, so that the time-lapse ends where
+    training does. Subclasses set ``every_n_epochs`` and implement :meth:`_draw_now`."""
+
+    every_n_epochs: int = 1
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._epoch_drawing_due(trainer, self.every_n_epochs):
+            self._draw_now(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._enabled and self._drawn_at != trainer.global_step:
+            self._draw_now(trainer, pl_module)
+
+    def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Draw now (timed, charged to the budget); clear ``_postponed``, set ``_drawn_at``."""
+        raise NotImplementedError
 
 
 def _synchronize(pl_module: LightningModule) -> None:

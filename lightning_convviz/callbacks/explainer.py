@@ -17,7 +17,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import ConvVizCallback, check_positive_int
+from lightning_convviz.callbacks.base import EpochDrawingCallback, check_positive_int
 from lightning_convviz.callbacks.probe import ProbeSet, check_probe_images
 from lightning_convviz.functional.guard import preserved_state
 
@@ -27,7 +27,7 @@ __all__ = ["ExplainTarget", "ProbeCallback", "ProbeExplainer", "caption"]
 ExplainTarget = Literal["true", "predicted"]
 
 
-class ProbeCallback(ConvVizCallback):
+class ProbeCallback(EpochDrawingCallback):
     """Base class: a fixed probe set (with labels when known), drawn at the start of training
     and every ``every_n_epochs`` epochs on global rank zero. Subclasses implement :meth:`_draw`.
     """
@@ -94,15 +94,6 @@ class ProbeCallback(ConvVizCallback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._postponed = False
         if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
-            self._draw_now(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._epoch_drawing_due(trainer, self.every_n_epochs):
-            self._draw_now(trainer, pl_module)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The last drawing, so that the time-lapse ends where training does."""
-        if self._enabled and self._drawn_at != trainer.global_step:
             self._draw_now(trainer, pl_module)
 
     def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import (
-    ConvVizCallback,
+    EpochDrawingCallback,
     check_layers_argument,
     check_positive_int,
 )
@@ -22,7 +22,7 @@ from lightning_convviz.functional.filters import filter_noise_score, relative_ch
 __all__ = ["FilterMonitor"]
 
 
-class FilterMonitor(ConvVizCallback):
+class FilterMonitor(EpochDrawingCallback):
     """Log convolution filters as images, their noise score, and their distance from the start.
 
     At the start of training and every ``every_n_epochs`` epochs, for each selected convolution:
@@ -122,15 +122,6 @@ class FilterMonitor(ConvVizCallback):
                 self._initial[name] = _weight(module).clone()
         self._postponed = False
         if trainer.global_step == 0:
-            self._draw_now(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._epoch_drawing_due(trainer, self.every_n_epochs):
-            self._draw_now(trainer, pl_module)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The last drawing, so that the time-lapse ends where training does."""
-        if self._enabled and self._drawn_at != trainer.global_step:
             self._draw_now(trainer, pl_module)
 
     def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
