@@ -1,14 +1,15 @@
 """What one drawing of each callback costs on an ImageNet-shaped workload, in training steps.
 
 torchvision's ResNet-18 with random weights and 1000 classes, 112 x 112 random images, batch 32,
-SGD, CPU; a validation set of one image per class listed class by class (as ``ImageFolder``
-lists ImageNet). First the median time of a training step without callbacks; then, for each
-callback at its defaults, a short fit (2 training steps, the whole validation set once) whose
-``cost/<callback>`` scalars give the seconds of each drawing; the largest, divided by the step
+SGD, on the CPU (or ``--accelerator cuda``); a validation set of one image per class listed class by
+class (as ``ImageFolder`` lists ImageNet). First the median time of a training step without
+callbacks (8 steps, the first two left out as warm-up; the device synchronised around each); then,
+for each callback at its defaults, a short fit (2 training steps, the whole validation set once)
+whose ``cost/<callback>`` scalars give the seconds of each drawing; the largest, divided by the step
 time, is the drawing's cost in training-step equivalents. Writes a section of
 ``docs/benchmarks.md``.
 
-Usage: ``python benchmarks/imagenet_cost.py [--side 112] [--classes 1000]``
+Usage: ``python benchmarks/imagenet_cost.py [--side 112] [--classes 1000] [--accelerator cuda]``
 """
 
 from __future__ import annotations
@@ -51,10 +52,17 @@ class ImageNetShaped(Classifier):
         return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        _synchronize(self.device)
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        _synchronize(self.device)
         self.step_seconds.append(time.perf_counter() - self._start)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def data(classes: int, side: int) -> tuple[DataLoader[Any], DataLoader[Any]]:
@@ -69,7 +77,9 @@ def data(classes: int, side: int) -> tuple[DataLoader[Any], DataLoader[Any]]:
     return DataLoader(train, batch_size=32), DataLoader(val, batch_size=64)
 
 
-def fit(callbacks: list[Any], classes: int, side: int, log_dir: str, steps: int) -> Any:
+def fit(
+    callbacks: list[Any], classes: int, side: int, log_dir: str, steps: int, accelerator: str
+) -> Any:
     model = ImageNetShaped(classes)
     trainer = pl.Trainer(
         max_epochs=1,
@@ -80,7 +90,8 @@ def fit(callbacks: list[Any], classes: int, side: int, log_dir: str, steps: int)
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         log_every_n_steps=1,
     )
     train, val = data(classes, side)
@@ -93,19 +104,22 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=112)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--accelerator", default="cpu", help="cpu, or cuda for a GPU")
     args = parser.parse_args()
+    on = "CPU" if args.accelerator == "cpu" else torch.cuda.get_device_name(0)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as log_dir:
-        plain = fit([], args.classes, args.side, log_dir, steps=4)
-    step = statistics.median(plain.step_seconds[1:])
-    print(f"training step: {step:.2f} s", flush=True)
+        plain = fit([], args.classes, args.side, log_dir, steps=8, accelerator=args.accelerator)
+    step = statistics.median(plain.step_seconds[2:])
+    print(f"training step: {step:.4f} s", flush=True)
     rows = []
     for name in CALLBACKS:
         with tempfile.TemporaryDirectory() as log_dir:
             start = time.perf_counter()
-            fit([getattr(convviz, name)()], args.classes, args.side, log_dir, steps=2)
+            callback = getattr(convviz, name)()
+            fit([callback], args.classes, args.side, log_dir, steps=2, accelerator=args.accelerator)
             wall = time.perf_counter() - start
             events = EventAccumulator(log_dir + "/run/version_0", size_guidance={"scalars": 0})
             events.Reload()
@@ -117,8 +131,8 @@ def main() -> None:
         print(f"{name}: {len(costs)} drawings, worst {worst:.1f} s = {worst / step:.1f} steps")
     lines = [
         f"torchvision ResNet-18, random weights, {args.classes} classes, {args.side} px, batch 32, "
-        f"CPU; validation: one image per class, class by class. One training step: "
-        f"{step:.2f} s. Each callback alone at its defaults, 2 training steps and one validation "
+        f"{on}; validation: one image per class, class by class. One training step: "
+        f"{step:.3g} s. Each callback alone at its defaults, 2 training steps and one validation "
         "epoch; its most expensive drawing:",
         "",
         "| callback | drawings | seconds | training steps | fit wall time (s) |",
@@ -129,7 +143,10 @@ def main() -> None:
     if not args.no_write:
         from results import write_section
 
-        write_section(DOCS, "One drawing on an ImageNet-shaped workload", "\n".join(lines))
+        title = "One drawing on an ImageNet-shaped workload"
+        if args.accelerator != "cpu":
+            title += f" ({on})"
+        write_section(DOCS, title, "\n".join(lines))
 
 
 if __name__ == "__main__":

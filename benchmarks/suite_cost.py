@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 import lightning_convviz as convviz
 from lightning_convviz.demo import train
@@ -62,11 +63,12 @@ def main() -> None:
             flush=True,
         )
     ratios = [f / p for f, p in zip(full, plain, strict=True)]
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     lines = [
-        f"Digits demo model, {args.epochs} epochs, CPU, every callback at its defaults against "
-        f"none, {args.rounds} alternating rounds: plain fit {statistics.median(plain):.1f} s, "
-        f"with every callback {statistics.median(full):.1f} s, **ratio "
-        f"{statistics.median(ratios):.2f}** (rounds: "
+        f"Digits demo model, {args.epochs} epochs, {device}, every callback at its defaults "
+        f"against none, {args.rounds} alternating rounds: plain fit "
+        f"{statistics.median(plain):.1f} s, with every callback "
+        f"{statistics.median(full):.1f} s, **ratio {statistics.median(ratios):.2f}** (rounds: "
         + ", ".join(f"{r:.2f}" for r in ratios)
         + ").",
     ]
@@ -81,7 +83,10 @@ def main() -> None:
     if not args.no_write:
         from results import write_section
 
-        write_section(DOCS, "The whole suite on the digits demo", "\n".join(lines))
+        title = "The whole suite on the digits demo"
+        if torch.cuda.is_available():  # the demo trains on the GPU then
+            title += f" ({torch.cuda.get_device_name(0)})"
+        write_section(DOCS, title, "\n".join(lines))
 
 
 if __name__ == "__main__":
