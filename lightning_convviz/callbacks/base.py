@@ -428,11 +428,7 @@ class ConvVizCallback(Callback):
             return
         if self._may_draw(mandatory=self._drawn_at is None or last_epoch(trainer)):
             self._postponed_drawing = None
-            if timed:
-                self._run_drawing(trainer, pl_module, draw)
-            else:
-                draw()
-                self._drawn_at = trainer.global_step
+            self._make_drawing(trainer, pl_module, draw, timed)
         else:
             self._postponed_drawing = draw
 
@@ -441,15 +437,17 @@ class ConvVizCallback(Callback):
     ) -> None:
         """Make a postponed collector drawing (at the end of training)."""
         draw, self._postponed_drawing = self._postponed_drawing, None
-        if draw is not None and timed:
-            self._run_drawing(trainer, pl_module, draw)
-        elif draw is not None:
-            draw()
+        if draw is not None:
+            self._make_drawing(trainer, pl_module, draw, timed)
 
-    def _run_drawing(
-        self, trainer: Trainer, pl_module: LightningModule, draw: Callable[[], None]
+    def _make_drawing(
+        self, trainer: Trainer, pl_module: LightningModule, draw: Callable[[], None], timed: bool
     ) -> None:
-        with self._drawing(trainer, pl_module):
+        """Run ``draw``, timed and charged unless it charges itself, and note the step."""
+        if timed:
+            with self._drawing(trainer, pl_module):
+                draw()
+        else:
             draw()
         self._drawn_at = trainer.global_step
 
@@ -522,7 +520,7 @@ class EpochDrawingCallback(ConvVizCallback):
     """A callback that draws at the start of training (its subclass's ``on_train_start``), every
     ``every_n_epochs`` epochs as the budget allows (a due drawing it does not allow is postponed
     to the next epoch end) and once more at the end of training, so that the time-lapse ends where
-    training does. Subclasses set ``every_n_epochs`` and implement :meth:`_draw_now`."""
+    training does. Subclasses set ``every_n_epochs`` and implement :meth:`_draw`."""
 
     every_n_epochs: int = 1
 
@@ -535,7 +533,15 @@ class EpochDrawingCallback(ConvVizCallback):
             self._draw_now(trainer, pl_module)
 
     def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Draw now (timed, charged to the budget); clear ``_postponed``, set ``_drawn_at``."""
+        """Draw now on global rank zero, timed and charged to the budget."""
+        if trainer.is_global_zero:
+            with self._drawing(trainer, pl_module):
+                self._draw(trainer, pl_module)
+        self._postponed = False
+        self._drawn_at = trainer.global_step
+
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Make and write the pictures (global rank zero)."""
         raise NotImplementedError
 
 

@@ -96,15 +96,6 @@ class ProbeCallback(EpochDrawingCallback):
         if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
             self._draw_now(trainer, pl_module)
 
-    def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        with self._drawing(trainer, pl_module):
-            self._draw(trainer, pl_module)
-        self._postponed = False
-        self._drawn_at = trainer.global_step
-
-    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        raise NotImplementedError
-
     def _probe_on_device(
         self, trainer: Trainer, pl_module: LightningModule
     ) -> tuple[torch.Tensor, torch.Tensor | None] | None:

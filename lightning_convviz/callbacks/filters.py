@@ -124,14 +124,7 @@ class FilterMonitor(EpochDrawingCallback):
         if trainer.global_step == 0:
             self._draw_now(trainer, pl_module)
 
-    def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.is_global_zero:
-            with self._drawing(trainer, pl_module):
-                self._log(trainer)
-        self._postponed = False
-        self._drawn_at = trainer.global_step
-
-    def _log(self, trainer: Trainer) -> None:
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         writer = self._writer(trainer)
         if writer is None:
             return

@@ -9,7 +9,7 @@ flag, the parameters' ``.grad`` and the global RNG restored afterwards. Pure tor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -19,6 +19,7 @@ from torch import nn
 from lightning_convviz.functional.arguments import Target, check_images, target_indices
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
+from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site
 
 __all__ = ["CodeSpec", "Inversion", "class_model", "invert", "invert_codes", "total_variation"]
 
@@ -237,39 +238,35 @@ def invert_codes(
 
 
 class _CodeReader:
-    """Reads one code (a layer's output or input, at one call) during each forward pass."""
+    """Reads one code (a layer's output or input, at one call) during each forward pass, through
+    the layer's :class:`~lightning_convviz.functional.sites.CallSites` (the last call when the
+    layer names no call)."""
 
     def __init__(self, model: nn.Module, layer: LayerSpec, read: str) -> None:
         if read not in ("output", "input"):
             raise ValueError(f"read: expected 'output' or 'input', got {read!r}")
-        _, self.module, self.wanted_call = resolve_single_site(model, layer)
+        name, module, call = resolve_single_site(model, layer)
+        selector = name if call is None else f"{name}{SITE_SEPARATOR}{call}"
+        self.sites = CallSites(model, {selector: module})
         self.layer, self.read = layer, read
-        self.calls = 0
         self.found: torch.Tensor | None = None
 
-    @contextlib.contextmanager
-    def hooked(self) -> Iterator[None]:
-        handle = self.module.register_forward_hook(self._keep)
-        try:
-            yield
-        finally:
-            handle.remove()
+    def hooked(self) -> contextlib.AbstractContextManager[CallSites]:
+        return self.sites.attached(self._keep, read="input" if self.read == "input" else "output")
 
-    def _keep(self, _module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
-        self.calls += 1
-        value = output if self.read == "output" else (inputs[0] if inputs else None)
-        if isinstance(value, torch.Tensor) and self.wanted_call in (None, self.calls):
-            self.found = value
+    def _keep(self, _site: Site, value: torch.Tensor) -> None:
+        self.found = value
 
     def start(self) -> None:
-        self.calls, self.found = 0, None
+        self.found = None
 
     def code(self) -> torch.Tensor:
         if self.found is None:
-            made = f"called {self.calls} times" if self.calls else "not called"
+            missing = self.sites.unmatched()
             raise ValueError(
-                f"layer: {self.layer!r} was {made} by the model's forward pass"
-                + (f", no call {self.wanted_call}" if self.wanted_call else "")
+                f"layer: {self.layer!r} was not called by the model's forward pass"
+                if not missing
+                else f"layer: no such call: {'; '.join(missing)}"
             )
         return self.found
 
