@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -16,6 +20,7 @@ from PIL import Image
 from lightning_convviz import EmbeddingMonitor, MaxActivationMonitor
 from lightning_convviz.demo import train
 from lightning_convviz.functional import Site, capture_activations
+from lightning_convviz.functional.embedding import available_cores, embed_codes
 
 LOG = "run/version_0"
 
@@ -130,19 +135,67 @@ def report_stall(monitor: EmbeddingMonitor, label: str) -> float:
     return worst
 
 
-def test_digits_codes_embed_into_a_faithful_class_separated_map(tmp_path: Path) -> None:
+@pytest.fixture
+def embedding_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """The thread and the openTSNE thread count of every embedding the monitor makes."""
+    import lightning_convviz.callbacks.embedding as embedding
+
+    calls = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append((threading.current_thread().name, args[4]))
+        return embed_codes(*args, **kwargs)
+
+    monkeypatch.setattr(embedding, "embed_codes", recording)
+    return calls
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``count`` for a while."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="a background embedding needs a spare core")
+def test_digits_codes_embed_into_a_faithful_map_beside_training(
+    tmp_path: Path, embedding_calls: list[tuple[str, int]]
+) -> None:
+    cores = available_cores()
     monitor = EmbeddingMonitor(every_n_epochs=3, max_samples=360)
     start = time.perf_counter()
-    trainer = train(lr=1e-3, epochs=6, log_dir=tmp_path, name="digits", callbacks=[monitor])
+    with torch_threads(cores - 1):  # training leaves one core free: the t-SNE gets it
+        trainer = train(lr=1e-3, epochs=6, log_dir=tmp_path, name="digits", callbacks=[monitor])
     elapsed = time.perf_counter() - start
     events = read_events(trainer.log_dir)
     trust = [e.value for e in events.Scalars("embedding/trustworthiness")]
     knn = [e.value for e in events.Scalars("embedding/knn_accuracy")]
     assert len(trust) == 2 and trust[-1] > 0.9, trust
     assert knn[-1] > 0.8, knn  # chance is about 0.1 on ten balanced digits
-    assert report_stall(monitor, f"digits, {elapsed:.1f} s in all") < 1.0
+    assert embedding_calls == [("convviz-embedding_0", 1)] * 2  # in the background, 1 core ...
+    assert report_stall(monitor, f"digits, {elapsed:.1f} s in all") < 1.0  # ... not waited for
+    assert max(monitor.stall_seconds) < min(monitor.embedding_seconds)
     grid = logged_image(events, "embedding/grid").astype(float)
     assert (np.abs(grid - grid.mean()) > 10).any()  # there are digits in it
+
+
+def test_the_embedding_is_made_at_once_when_training_keeps_every_core_busy(
+    tmp_path: Path, embedding_calls: list[tuple[str, int]]
+) -> None:
+    monitor = EmbeddingMonitor(max_samples=32)
+    with torch_threads(available_cores()):
+        fit(tmp_path, [monitor], max_epochs=2, limit_val_batches=4)
+    # on the training's thread, with every core
+    assert embedding_calls == [(threading.current_thread().name, available_cores())] * 2
+    # the training loop waited for each embedding, which was charged as this drawing's cost
+    for stall, seconds in zip(monitor.stall_seconds, monitor.embedding_seconds, strict=True):
+        assert stall >= seconds
+    costs = [e.value for e in read_events(tmp_path / LOG).Scalars("cost/EmbeddingMonitor")]
+    assert costs == pytest.approx(monitor.embedding_seconds)
 
 
 def test_a_failing_embedding_warns_and_training_goes_on(
@@ -157,3 +210,12 @@ def test_a_failing_embedding_warns_and_training_goes_on(
     with pytest.warns(UserWarning, match="an embedding failed: RuntimeError"):
         trainer, _ = fit(tmp_path, [EmbeddingMonitor(max_samples=16)], max_epochs=2)
     assert trainer.state.finished
+
+
+def test_beside_an_accelerator_the_embedding_runs_in_the_background_on_all_but_one_core() -> None:
+    beside_gpu = SimpleNamespace(device=torch.device("cuda"))
+    trainer = SimpleNamespace(num_devices=1)
+    threads, background = EmbeddingMonitor()._threads(trainer, beside_gpu)  # type: ignore[arg-type]
+    assert (threads, background) == (max(available_cores() - 1, 1), True)
+    capped = EmbeddingMonitor(n_jobs=1)._threads(trainer, beside_gpu)  # type: ignore[arg-type]
+    assert capped == (1, True)

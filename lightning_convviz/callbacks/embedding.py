@@ -29,6 +29,7 @@ from lightning_convviz.callbacks.samples import SampleCollector
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
 from lightning_convviz.functional.defaults import CLASSIFIER
 from lightning_convviz.functional.embedding import (
+    available_cores,
     embed_codes,
     grid_cells,
     knn_accuracy,
@@ -53,6 +54,8 @@ class _Job:
     codes: np.ndarray
     labels: np.ndarray | None
     pictures: torch.Tensor
+    #: Threads of the t-SNE.
+    threads: int
 
 
 @dataclass
@@ -67,7 +70,7 @@ class _Result:
 
 
 class EmbeddingMonitor(ConvVizCallback):
-    """Embed the CNN codes of fixed validation samples with t-SNE, in the background.
+    """Embed the CNN codes of fixed validation samples with t-SNE.
 
     Every ``every_n_epochs`` validation epochs the callback records the codes of ``max_samples``
     validation samples, spread over what the validation epoch shows and over its classes when the
@@ -76,12 +79,14 @@ class EmbeddingMonitor(ConvVizCallback):
     must not shuffle): by default the input of the classifier (the last linear layer or convolution
     called that produces the classes), i.e. the penultimate representation, like AlexNet's 4096-d
     codes, averaged over the map when the classifier is a 1x1 convolution; with ``layer=`` the
-    output of that module, flattened. A background thread embeds them with openTSNE (PCA to 50
-    dimensions first, a fixed seed, all cores), starting from the previous map and rotated onto it
-    so that the time-lapse does not jump or mirror; the training loop only pays for moving the codes
-    to the host (a few milliseconds). Results are logged, at the step they belong to, as soon as
-    they are ready; at the end of training the callback waits up to ``wait_timeout`` seconds for the
-    last one and says so if it gives up.
+    output of that module, flattened. openTSNE embeds them (PCA to 50 dimensions first, a fixed
+    seed), starting from the previous map and rotated onto it so that the time-lapse does not jump
+    or mirror. When training leaves cores free (a model on a GPU, or more CPU cores than PyTorch's
+    threads) a background thread does it on those cores and the training loop only pays for moving
+    the codes to the host (a few milliseconds); on a CPU that training keeps busy it is done at
+    once on every core, because threads beside training slow it down by more than the t-SNE takes.
+    Results are logged at the step they belong to, as soon as they are ready; at the end of training
+    the callback waits up to ``wait_timeout`` seconds for the last one and says so if it gives up.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -111,7 +116,8 @@ class EmbeddingMonitor(ConvVizCallback):
         max_samples: How many validation samples to embed (per run, over all ranks).
         every_n_epochs: Embed every this many validation epochs (the sanity check is skipped).
         perplexity: t-SNE perplexity.
-        n_jobs: Threads for openTSNE; ``None`` uses every available core.
+        n_jobs: Most threads for openTSNE; ``None``: the cores training leaves free, or every
+            core when the embedding is done at once.
         seed: Seed for PCA and t-SNE.
         grid_side: Cells per side of the image grid.
         thumbnail_side: Side of each image in the grid and the projector sprite, in pixels;
@@ -268,19 +274,49 @@ class EmbeddingMonitor(ConvVizCallback):
         gathered = self._gather(trainer)
         if gathered is not None and trainer.is_global_zero:
             codes, labels, pictures = gathered
-            job = _Job(trainer.global_step, trainer.current_epoch, codes, labels, pictures)
-            self._draw_collected(trainer, pl_module, lambda: self._submit(job), timed=False)
+            threads, background = self._threads(trainer, pl_module)
+            job = _Job(trainer.global_step, trainer.current_epoch, codes, labels, pictures, threads)
+            submit = self._submit if background else self._embed_now
+            self._draw_collected(trainer, pl_module, lambda: submit(trainer, job), timed=False)
         self.stall_seconds.append(time.perf_counter() - start)
 
-    def _submit(self, job: _Job) -> None:
+    def _threads(self, trainer: Trainer, pl_module: LightningModule) -> tuple[int, bool]:
+        """How many threads the t-SNE gets, and whether it runs in the background.
+
+        In the background when training leaves cores free: beside an accelerator (every core but
+        the one that feeds it) or when the CPU has more cores than the training processes'
+        PyTorch threads (those spare cores). Otherwise at once, with every core: on a CPU that
+        training keeps busy, threads beside it slow training down by more than the t-SNE takes
+        alone (the digits suite on 2 cores: its two embeddings cost the fit 8.5 s in the
+        background, 1.5 s at once). ``n_jobs`` caps the threads."""
+        cores = available_cores()
+        if pl_module.device.type != "cpu":
+            threads, background = max(cores - 1, 1), True
+        else:
+            spare = cores - torch.get_num_threads() * max(trainer.num_devices, 1)
+            threads, background = (spare, True) if spare >= 1 else (cores, False)
+        return min(threads, self.n_jobs or threads), background
+
+    def _submit(self, trainer: Trainer, job: _Job) -> None:
         """Start embedding ``job`` in the background thread."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convviz-embedding")
         self._pending.append(self._executor.submit(self._embed, job))
         rank_zero_info(
             f"EmbeddingMonitor: embedding {len(job.codes)} codes of {job.codes.shape[1]} "
-            f"dimensions (epoch {job.epoch}, step {job.step}) in the background"
+            f"dimensions (epoch {job.epoch}, step {job.step}) in the background, "
+            f"{job.threads} thread(s)"
         )
+
+    def _embed_now(self, trainer: Trainer, job: _Job) -> None:
+        """Embed ``job`` now, on the training's thread, and log it."""
+        done: Future[_Result] = Future()
+        try:
+            done.set_result(self._embed(job))
+        except Exception as error:
+            done.set_exception(error)
+        self._pending.append(done)
+        self._log_ready(trainer)
 
     def _gather(
         self, trainer: Trainer
@@ -312,7 +348,7 @@ class EmbeddingMonitor(ConvVizCallback):
         previous = self._previous
         if previous is not None and previous.shape[0] != len(job.codes):
             previous = None
-        embedding = embed_codes(job.codes, previous, self.perplexity, self.seed, self.n_jobs)
+        embedding = embed_codes(job.codes, previous, self.perplexity, self.seed, job.threads)
         self._previous = embedding
         neighbours = min(self.knn_neighbors, len(job.codes) // 2 - 1)
         metrics = {
@@ -327,10 +363,11 @@ class EmbeddingMonitor(ConvVizCallback):
         scatter = plots.class_scatter(embedding, job.labels, title, chart=self._chart)
         cell = max(8, min(job.pictures.shape[-1], GRID_LIMIT // self.grid_side))
         pictures = torch.nn.functional.interpolate(job.pictures.float() / 255, size=(cell, cell))
-        grid = render.cell_grid(pictures, grid_cells(embedding, self.grid_side))
+        grid = render.to_uint8_hwc(
+            render.cell_grid(pictures, grid_cells(embedding, self.grid_side))
+        )
         seconds = time.perf_counter() - start
-        grid_picture = render.to_uint8_hwc(grid)
-        return _Result(job.step, seconds, scatter, grid_picture, metrics, job, embedding)
+        return _Result(job.step, seconds, scatter, grid, metrics, job, embedding)
 
     def _log_ready(self, trainer: Trainer, wait: float | None = None) -> None:
         """Log every finished embedding (waiting up to ``wait`` seconds for the pending ones)."""
@@ -349,7 +386,7 @@ class EmbeddingMonitor(ConvVizCallback):
 
     def _write(self, trainer: Trainer, result: _Result) -> None:
         self.embedding_seconds.append(result.seconds)
-        # the background t-SNE shares the machine with training: its time is the drawing's
+        # the t-SNE's time is the drawing's (in the background, it shares the machine)
         self.charge(trainer, result.seconds, drawing=True)
         self.embedded_samples.append(len(result.job.codes))
         rank_zero_info(
