@@ -285,10 +285,11 @@ class EmbeddingMonitor(ConvVizCallback):
 
         In the background when training leaves cores free: beside an accelerator (every core but
         the one that feeds it) or when the CPU has more cores than the training processes'
-        PyTorch threads (those spare cores). Otherwise at once, with every core: on a CPU that
-        training keeps busy, threads beside it slow training down by more than the t-SNE takes
-        alone (the digits suite on 2 cores: its two embeddings cost the fit 8.5 s in the
-        background, 1.5 s at once). ``n_jobs`` caps the threads."""
+        PyTorch threads (those spare cores). Otherwise at once, with every core: threads beside
+        PyTorch's on busy cores slow both down (the digits suite on 2 cores, where the last
+        t-SNE ran beside the other callbacks' final drawings: two embeddings cost the fit
+        8.5 s in the background, about their own 1.2 s at once). ``n_jobs`` caps the
+        threads."""
         cores = available_cores()
         if pl_module.device.type != "cpu":
             threads, background = max(cores - 1, 1), True
