@@ -311,6 +311,11 @@ class EmbeddingMonitor(ConvVizCallback):
 
     def _embed_now(self, trainer: Trainer, job: _Job) -> None:
         """Embed ``job`` now, on the training's thread, and log it."""
+        rank_zero_info(
+            f"EmbeddingMonitor: embedding {len(job.codes)} codes of {job.codes.shape[1]} "
+            f"dimensions (epoch {job.epoch}, step {job.step}) now, {job.threads} thread(s); "
+            "training goes on after it (its cores are busy, a background t-SNE would slow it)"
+        )
         done: Future[_Result] = Future()
         try:
             done.set_result(self._embed(job))
