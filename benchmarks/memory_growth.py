@@ -3,13 +3,14 @@
 TinyCNN-like model on 16 x 16 colour images, 10 steps per epoch, 100 epochs (1000 steps), every
 callback drawing or measuring every epoch (statistics every step). The process RSS and the
 Python heap (tracemalloc) are sampled after each epoch in two runs side by side (separate
-processes, one thread each): one as the memory is found, one after a full garbage collection
-at each sample, which leaves out unreachable reference cycles waiting for Python's collector
-(matplotlib figures are such cycles). The EmbeddingMonitor's t-SNE runs in a background thread
-and may be in flight at a sample (about 1 MiB of heap and 20 MiB of RSS come and go with it),
-so the growth is reported between medians of ten epochs: epochs 11-20 (after warm-up: caches,
-first pictures, lazy imports) and the last ten; the least-squares slope over the same epochs
-and the largest sample are reported too. Writes a section of ``docs/benchmarks.md``.
+processes, one thread each): one as the memory is found, one after a full garbage collection at
+each sample, which leaves out unreachable reference cycles waiting for Python's collector
+(matplotlib figures are such cycles). With one PyTorch thread a core is spare, so the
+EmbeddingMonitor's t-SNE runs in a background thread and may be in flight at a sample (about
+1 MiB of heap and 20 MiB of RSS come and go with it), so the growth is reported between medians of
+ten epochs: epochs 11-20 (after warm-up: caches, first pictures, lazy imports) and the last ten;
+the least-squares slope over the same epochs and the largest sample are reported too. Writes a
+section of ``docs/benchmarks.md``.
 
 Usage: ``python benchmarks/memory_growth.py [--epochs 100]``
 """
