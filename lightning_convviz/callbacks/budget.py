@@ -7,7 +7,8 @@ drawings so far, with this one's expected cost (its previous one), would take mo
 ``max_share`` of the fit's time is postponed to the next epoch, not dropped; every callback's
 first drawing and a last one at the end of training are always made, so that a time-lapse has a
 start and an end. Per-step statistics (``ActivationStatsMonitor``, ``LearningRateDoctor``) are
-not drawings: they cost a few percent of a step and are not held back.
+not drawings and are not held back: they cost a share of each step, small where steps are long
+(2.6 % on a ResNet-18 at 64 px) and about a tenth of the digits demo's 30 ms CPU step.
 
 The budget is a decision of global rank zero, which makes the drawings; the collectives of the
 callbacks that gather data from every rank follow their fixed schedule, so no rank waits.

@@ -84,7 +84,7 @@ class EmbeddingMonitor(ConvVizCallback):
     or mirror. When training leaves cores free (a model on a GPU, or more CPU cores than PyTorch's
     threads) a background thread does it on those cores and the training loop only pays for moving
     the codes to the host (a few milliseconds); on a CPU that training keeps busy it is done at
-    once on every core, because threads beside training slow it down by more than the t-SNE takes.
+    once on every core, because threads beside PyTorch's on busy cores slow both down.
     Results are logged at the step they belong to, as soon as they are ready; at the end of training
     the callback waits up to ``wait_timeout`` seconds for the last one and says so if it gives up.
 
@@ -185,9 +185,10 @@ class EmbeddingMonitor(ConvVizCallback):
         self._pending: list[Future[_Result]] = []
         self._chart: plots.Chart | None = None  # made by the worker thread, reused there
         self._previous: np.ndarray | None = None
-        #: Seconds the training loop waited in this callback per embedding (submission).
+        #: Seconds the training loop waited in this callback per embedding (the submission, or
+        #: the whole embedding when it is made at once).
         self.stall_seconds: list[float] = []
-        #: Seconds each embedding took in the background.
+        #: Seconds each embedding took (t-SNE, measures and pictures).
         self.embedding_seconds: list[float] = []
         #: Samples in each logged embedding (all ranks together).
         self.embedded_samples: list[int] = []
