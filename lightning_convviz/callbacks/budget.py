@@ -8,7 +8,7 @@ drawings so far, with this one's expected cost (its previous one), would take mo
 first drawing and a last one at the end of training are always made, so that a time-lapse has a
 start and an end. Per-step statistics (``ActivationStatsMonitor``, ``LearningRateDoctor``) are
 not drawings and are not held back: they cost a share of each step, small where steps are long
-(2.6 % on a ResNet-18 at 64 px) and about a tenth of the digits demo's 30 ms CPU step.
+(2.6 % on a ResNet-18 at 64 px), up to 8 % of the digits demo's 35 ms CPU steps.
 
 The budget is a decision of global rank zero, which makes the drawings; the collectives of the
 callbacks that gather data from every rank follow their fixed schedule, so no rank waits.
