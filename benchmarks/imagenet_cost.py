@@ -28,7 +28,7 @@ import pytorch_lightning as pl
 import torch
 import torchvision
 from pytorch_lightning.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from results import CALLBACKS, drawing_costs, write_section
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_convviz as convviz
@@ -36,8 +36,6 @@ import lightning_convviz as convviz
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 sys.path.insert(0, str(DOCS.parent.parent / "tests"))
 from zoo import Classifier  # noqa: E402  (the tests' plain LightningModule)
-
-CALLBACKS = [name for name in convviz.__all__ if name.endswith(("Monitor", "Doctor"))]
 
 
 class ImageNetShaped(Classifier):
@@ -121,11 +119,7 @@ def main() -> None:
             callback = getattr(convviz, name)()
             fit([callback], args.classes, args.side, log_dir, steps=2, accelerator=args.accelerator)
             wall = time.perf_counter() - start
-            events = EventAccumulator(log_dir + "/run/version_0", size_guidance={"scalars": 0})
-            events.Reload()
-            tag = f"cost/{name}"
-            found = tag in events.Tags()["scalars"]
-            costs = [e.value for e in events.Scalars(tag)] if found else []
+            costs = drawing_costs(log_dir + "/run/version_0").get(name, [])
         worst = max(costs, default=0.0)
         rows.append((name, len(costs), worst, worst / step, wall))
         print(f"{name}: {len(costs)} drawings, worst {worst:.1f} s = {worst / step:.1f} steps")
@@ -141,8 +135,6 @@ def main() -> None:
     lines += [f"| {n} | {c} | {s:.1f} | {e:.1f} | {w:.0f} |" for n, c, s, e, w in rows]
     print("\n".join(lines))
     if not args.no_write:
-        from results import write_section
-
         title = "One drawing on an ImageNet-shaped workload"
         if args.accelerator != "cpu":
             title += f" ({on})"

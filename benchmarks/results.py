@@ -1,8 +1,27 @@
-"""Shared by the benchmark scripts: write one section of ``docs/benchmarks.md``."""
+"""Shared by the benchmark scripts: the callbacks measured, the drawing costs a run logged, and
+writing one section of ``docs/benchmarks.md``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import lightning_convviz as convviz
+
+#: Every callback of the package, by class name.
+CALLBACKS = [name for name in convviz.__all__ if name.endswith(("Monitor", "Doctor"))]
+
+
+def drawing_costs(log_dir: str | Path) -> dict[str, list[float]]:
+    """The ``cost/<callback>`` scalars of a TensorBoard run (seconds per drawing), by callback."""
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {
+        tag.removeprefix("cost/"): [event.value for event in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if tag.startswith("cost/") and tag != "cost/share"
+    }
 
 
 def write_section(path: Path, title: str, body: str) -> None:

@@ -25,13 +25,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from results import CALLBACKS, drawing_costs, write_section
 
 import lightning_convviz as convviz
 from lightning_convviz.demo import train
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-CALLBACKS = [name for name in convviz.__all__ if name.endswith(("Monitor", "Doctor"))]
 
 
 def every_callback_at_defaults() -> list[pl.Callback]:
@@ -46,13 +45,7 @@ def fit_seconds(callbacks: list[Any], epochs: int) -> tuple[float, dict[str, lis
         trainer = train(epochs=epochs, log_dir=log_dir, callbacks=callbacks)
         seconds = time.perf_counter() - start
         assert trainer.log_dir is not None
-        events = EventAccumulator(trainer.log_dir, size_guidance={"scalars": 0})
-        events.Reload()
-        costs = {
-            tag.removeprefix("cost/"): [event.value for event in events.Scalars(tag)]
-            for tag in events.Tags()["scalars"]
-            if tag.startswith("cost/") and tag != "cost/share"
-        }
+        costs = drawing_costs(trainer.log_dir)
     return seconds, costs
 
 
@@ -121,8 +114,6 @@ def main() -> None:
             print(f"{name}: {seconds - base:+.1f} s", flush=True)
     print("\n".join(lines))
     if not args.no_write:
-        from results import write_section
-
         title = "The whole suite on the digits demo"
         if torch.cuda.is_available():  # the demo trains on the GPU then
             title += f" ({torch.cuda.get_device_name(0)})"
