@@ -12,6 +12,7 @@ import re
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,16 @@ class Destination(ABC):
 
     #: The logger's kind, for messages and the docs' table.
     kind: str = ""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def prefixed(self, tag: str) -> str:
+        """``tag`` as the logger's ``log_metrics`` names it (its ``prefix``, if any, joined
+        with its join character), for a destination that writes scalars past ``log_metrics``."""
+        prefix = getattr(self.logger, "_prefix", "")
+        join = getattr(self.logger, "LOGGER_JOIN_CHAR", "-")
+        return f"{prefix}{join}{tag}" if prefix else tag
 
     @abstractmethod
     def scalars(self, metrics: dict[str, float], step: int) -> None:

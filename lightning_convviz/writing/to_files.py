@@ -33,7 +33,7 @@ class MetricsDestination(Destination):
     """A logger without a folder: the scalars only (the rest is skipped, as said at setup)."""
 
     def __init__(self, logger: Any) -> None:
-        self.logger = logger
+        super().__init__(logger)
         self.kind = type(logger).__name__
 
     def scalars(self, metrics: dict[str, float], step: int) -> None:

@@ -34,9 +34,6 @@ class MLflowDestination(Destination):
 
     kind = "MLflow"
 
-    def __init__(self, logger: Any) -> None:
-        self.logger = logger
-
     @property
     def client(self) -> Any:
         return self.logger.experiment
@@ -50,10 +47,8 @@ class MLflowDestination(Destination):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        prefix = getattr(self.logger, "_prefix", "")
-        join = getattr(self.logger, "LOGGER_JOIN_CHAR", "-")
         batch = [
-            Metric(safe_name(f"{prefix}{join}{tag}" if prefix else tag), value, now, step)
+            Metric(safe_name(self.prefixed(tag)), value, now, step)
             for tag, value in metrics.items()
         ]
         for start in range(0, len(batch), 1000):  # MLflow's batch limit

@@ -3,7 +3,6 @@ custom-scalars dashboard)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any, TypeGuard
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from lightning_convviz.writing.destination import Destination, EmbeddingPoints
+from lightning_convviz.writing.destination import Destination, EmbeddingPoints, is_logger_named
 
 __all__ = ["DASHBOARD", "TensorBoardDestination", "is_tensorboard_logger"]
 
@@ -22,10 +21,7 @@ DASHBOARD = "lightning_convviz"
 def is_tensorboard_logger(logger: object) -> TypeGuard[TensorBoardLogger]:
     """Whether ``logger`` is Lightning's TensorBoardLogger, from ``pytorch_lightning`` or from
     ``lightning.pytorch`` (the latter checked only when the program imported it)."""
-    if isinstance(logger, TensorBoardLogger):
-        return True
-    unified = sys.modules.get("lightning.pytorch.loggers")
-    return unified is not None and isinstance(logger, unified.TensorBoardLogger)
+    return is_logger_named(logger, "TensorBoardLogger")
 
 
 class TensorBoardDestination(Destination):
@@ -35,19 +31,14 @@ class TensorBoardDestination(Destination):
 
     kind = "TensorBoard"
 
-    def __init__(self, logger: TensorBoardLogger) -> None:
-        self.logger = logger
-
     @property
     def writer(self) -> Any:
         return self.logger.experiment
 
     def scalars(self, metrics: dict[str, float], step: int) -> None:
-        prefix = getattr(self.logger, "_prefix", "")
-        join = getattr(self.logger, "LOGGER_JOIN_CHAR", "-")
         summary = Summary(
             value=[
-                Summary.Value(tag=f"{prefix}{join}{tag}" if prefix else tag, simple_value=value)
+                Summary.Value(tag=self.prefixed(tag), simple_value=value)
                 for tag, value in metrics.items()
             ]
         )

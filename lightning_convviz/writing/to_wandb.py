@@ -29,7 +29,7 @@ class WandbDestination(Destination):
     def __init__(self, logger: Any) -> None:
         import wandb  # the WandbLogger exists, so wandb is installed
 
-        self.logger = logger
+        super().__init__(logger)
         self.wandb = wandb
 
     def _log(self, values: dict[str, Any], step: int) -> None:
