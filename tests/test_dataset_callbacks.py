@@ -178,8 +178,11 @@ def test_digits_codes_embed_into_a_faithful_map_beside_training(
     assert len(trust) == 2 and trust[-1] > 0.9, trust
     assert knn[-1] > 0.8, knn  # chance is about 0.1 on ten balanced digits
     assert embedding_calls == [("convviz-embedding_0", 1)] * 2  # in the background, 1 core ...
-    assert report_stall(monitor, f"digits, {elapsed:.1f} s in all") < 1.0  # ... not waited for
-    assert max(monitor.stall_seconds) < min(monitor.embedding_seconds)
+    # ... not waited for: the loop's wait is less than the embedding (seconds on this machine's
+    # load are no promise; the comparison is)
+    assert report_stall(monitor, f"digits, {elapsed:.1f} s in all") < min(
+        monitor.embedding_seconds
+    )
     grid = logged_image(events, "embedding/grid").astype(float)
     assert (np.abs(grid - grid.mean()) > 10).any()  # there are digits in it
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,15 @@ def run(tmp_path: Path, optimizer: str, lr: float, epochs: int = 5) -> LearningR
 def test_adam_3e_2_is_too_high_with_dead_filters_as_evidence(tmp_path: Path) -> None:
     doctor = run(tmp_path, "adam", 3e-2)
     assert doctor.verdict == "too high"
+    # which layer dies first depends on the CPU's float kernels (AVX2 or AVX-512): the promise
+    # is the verdict with dead filters of some layer as its evidence, and the logged fraction
     evidence = " ".join(f.evidence for f in doctor.active_findings())
-    assert "features.7:" in evidence and "filters dead since step" in evidence
+    dying = re.findall(r"(features\.\d+): \d+ of \d+ filters dead since step", evidence)
+    assert dying, evidence
     events = read_events(tmp_path / "adam0.03/version_0")
     assert events.Scalars("lr_doctor/verdict")[-1].value == 1.0
-    assert events.Scalars("lr_doctor/dead_fraction/features.7")[-1].value > 0.5
+    for layer in dying:
+        assert events.Scalars(f"lr_doctor/dead_fraction/{layer}")[-1].value > 0.5
     assert "lr_doctor/summary/text_summary" in events.Tags()["tensors"]  # the text tab
 
 
