@@ -43,8 +43,15 @@ def _lut(name: str) -> torch.Tensor:
 
 
 def colorize(values: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
-    """Map values in ``[0, 1]`` of any shape ``S`` to RGB, shape ``(3, *S)``."""
-    index = (values.detach().float().clamp(0, 1) * 255).round().long().cpu()
+    """Map values in ``[0, 1]`` of any shape ``S`` to RGB, shape ``(3, *S)``.
+
+    Raises:
+        ValueError: A value is NaN (it has no colour; a caller that may meet one says why).
+    """
+    values = values.detach().float().cpu()
+    if bool(values.isnan().any()):
+        raise ValueError(f"colorize: {int(values.isnan().sum())} value(s) are NaN")
+    index = (values.clamp(0, 1) * 255).round().long()
     return _lut(cmap)[index].movedim(-1, 0)
 
 

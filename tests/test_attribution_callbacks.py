@@ -169,3 +169,27 @@ def test_functions_work_inside_trainer_validate(tmp_path: Path) -> None:
     for name, value in expected.items():
         torch.testing.assert_close(model.explained[name], value, msg=name)
     assert model.explained["saliency"].abs().sum() > 0
+
+
+class ScoresTurnNaN(TinyCNN):
+    """The head's weights become NaN at the end of the first epoch (a diverged run), after the
+    callbacks' epoch-end drawings (Lightning calls the module's hook after theirs)."""
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_epoch == 0:
+            with torch.no_grad():
+                self.head.weight.fill_(float("nan"))
+
+
+def test_scores_that_turn_nan_are_said_once_and_nothing_is_drawn_of_them(tmp_path: Path) -> None:
+    monitors = [SaliencyMonitor(num_probe_images=2), OcclusionMonitor(num_probe_images=2)]
+    with pytest.warns(UserWarning) as caught:
+        fit(tmp_path, monitors, ScoresTurnNaN(), max_epochs=3)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "failed in" in m]  # neither switched off with an error
+    for name in ("SaliencyMonitor", "OcclusionMonitor"):
+        told = [m for m in messages if m.startswith(f"{name}: the model's class scores")]
+        assert len(told) == 1 and "NaN or infinite at step 4" in told[0], told
+    events = read_events(tmp_path / LOG)
+    for tag in ("attribution/saliency", "occlusion/probability_drop"):
+        assert [e.step for e in events.Images(tag)] == [0, 2]  # while the scores were finite

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import EpochDrawingCallback, check_positive_int
@@ -144,6 +145,9 @@ class ProbeCallback(EpochDrawingCallback):
 class ProbeExplainer(ProbeCallback):
     """Base class of the heat-map callbacks: labelled grids of the probe with a map overlaid."""
 
+    #: Whether this run was told that the model's scores are not finite.
+    _told_not_finite = False
+
     def _heat_maps(
         self, pl_module: LightningModule, images: torch.Tensor, targets: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -157,6 +161,9 @@ class ProbeExplainer(ProbeCallback):
             return
         images, labels = probe
         probabilities, captions = self._predict(pl_module, images, labels)
+        if not bool(probabilities.isfinite().all()):
+            self._say_outputs_not_finite(trainer)
+            return
         targets = self._targets(labels, probabilities)
         maps = self._heat_maps(pl_module, images, targets.to(pl_module.device))
         for name, heat in maps.items():
@@ -165,6 +172,19 @@ class ProbeExplainer(ProbeCallback):
             )
             grid = render.labelled_grid(tiles, captions, min_side=self.tile_side)
             writer.image(self._tag(name), grid, trainer.global_step)
+
+
+    def _say_outputs_not_finite(self, trainer: Trainer) -> None:
+        """Once a run: the model's class scores for the probe images are NaN or infinite, so
+        there is nothing to explain (a map of them would be noise or zeros, not evidence)."""
+        if self._told_not_finite:
+            return
+        self._told_not_finite = True
+        rank_zero_warn(
+            f"{type(self).__name__}: the model's class scores for the probe images are NaN or "
+            f"infinite at step {trainer.global_step} (did training diverge?): nothing to "
+            "explain, no picture until they are finite again."
+        )
 
 
 def caption(label: int | None, predicted: int, probabilities: torch.Tensor) -> str:
