@@ -180,9 +180,7 @@ def test_digits_codes_embed_into_a_faithful_map_beside_training(
     assert embedding_calls == [("convviz-embedding_0", 1)] * 2  # in the background, 1 core ...
     # ... not waited for: the loop's wait is less than the embedding (seconds on this machine's
     # load are no promise; the comparison is)
-    assert report_stall(monitor, f"digits, {elapsed:.1f} s in all") < min(
-        monitor.embedding_seconds
-    )
+    assert report_stall(monitor, f"digits, {elapsed:.1f} s in all") < min(monitor.embedding_seconds)
     grid = logged_image(events, "embedding/grid").astype(float)
     assert (np.abs(grid - grid.mean()) > 10).any()  # there are digits in it
 
