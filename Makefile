@@ -8,7 +8,7 @@ EPOCHS ?= 20
 LOGDIR ?= runs
 LOGGER ?= tensorboard
 
-.PHONY: install demo diagnose test lint benchmark zoo clean
+.PHONY: install demo diagnose test test-kernels lint benchmark zoo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,18 @@ lint: install
 	$(VENV)/bin/ruff format --check lightning_convviz tests examples benchmarks
 	$(VENV)/bin/mypy
 
+# the tests of training outcomes run again under another CPU kernel set than this machine's
+# (AVX2 on an AVX-512 CPU, else the plain one): float kernels differ between machines
+OTHER_KERNELS = $(shell $(PY) -c "import torch; print('avx2' if torch.backends.cpu.get_cpu_capability() == 'AVX512' else 'default')")
+
 test: lint
 	$(PY) -m pytest
+	ATEN_CPU_CAPABILITY=$(OTHER_KERNELS) $(PY) -m pytest -m training_outcome -q
+
+# the whole suite under one kernel set: make test-kernels KERNELS=default (or avx2, avx512)
+KERNELS ?= default
+test-kernels: install
+	ATEN_CPU_CAPABILITY=$(KERNELS) $(PY) -m pytest
 
 diagnose: install
 	$(PY) examples/lr_diagnosis.py --logdir $(LOGDIR)/lr_diagnosis

@@ -37,6 +37,7 @@ def test_saliency_monitor_logs_every_method_as_a_time_lapse(tmp_path: Path) -> N
     assert labels.tolist() in ([0, 1, 0, 1], [1, 0, 1, 0])
 
 
+@pytest.mark.training_outcome
 def test_maps_change_as_the_model_trains(tmp_path: Path) -> None:
     fit(tmp_path, [SaliencyMonitor(methods=("saliency",), num_probe_images=2)], max_epochs=2)
     events = read_events(tmp_path / LOG)

@@ -58,6 +58,7 @@ def _psnr(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(peak / (reconstruction - original).pow(2).flatten(1).mean(dim=1))
 
 
+@pytest.mark.training_outcome
 def test_inversion_is_close_at_the_first_layer_and_looser_deeper(digits: Any) -> None:
     model, images, _ = digits
     shallow = invert(model, "features.1", images[:3], steps=150)
@@ -102,6 +103,7 @@ def test_fgsm_equals_captum(digits: Any) -> None:
     assert bounded.min() >= -1.0 and bounded.max() <= 1.0
 
 
+@pytest.mark.training_outcome
 def test_min_fooling_epsilon_fools_and_ten_percent_less_does_not(digits: Any) -> None:
     model, images, labels = digits
     epsilon = min_fooling_epsilon(model, images, labels, max_epsilon=2.0)
@@ -129,6 +131,7 @@ def test_fooling_image_makes_the_model_see_the_chosen_class(digits: Any) -> None
     assert (result.images - images).abs().max() <= 0.02 * int(result.steps.max()) + 1e-5
 
 
+@pytest.mark.training_outcome
 def test_class_model_raises_its_class_above_the_rest(digits: Any) -> None:
     model, _, _ = digits
     blank = torch.zeros(1, 1, 32, 32)

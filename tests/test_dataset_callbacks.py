@@ -162,6 +162,7 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@pytest.mark.training_outcome
 @pytest.mark.skipif(available_cores() < 2, reason="a background embedding needs a spare core")
 def test_digits_codes_embed_into_a_faithful_map_beside_training(
     tmp_path: Path, embedding_calls: list[tuple[str, int]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from helpers import read_events
 
 from lightning_convviz import ActivationStatsMonitor, FilterMonitor
@@ -29,6 +31,7 @@ def test_digits_data_is_real_and_deterministic() -> None:
     assert (next(iter(again.val_dataloader()))[0] == first[0]).all()
 
 
+@pytest.mark.training_outcome
 def test_high_learning_rate_kills_more_filters_and_good_one_shapes_them(tmp_path: Path) -> None:
     def callbacks() -> list:
         return [

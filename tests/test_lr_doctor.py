@@ -30,6 +30,7 @@ def run(tmp_path: Path, optimizer: str, lr: float, epochs: int = 5) -> LearningR
     return doctor
 
 
+@pytest.mark.training_outcome
 def test_adam_3e_2_is_too_high_with_dead_filters_as_evidence(tmp_path: Path) -> None:
     doctor = run(tmp_path, "adam", 3e-2)
     assert doctor.verdict == "too high"
@@ -45,12 +46,14 @@ def test_adam_3e_2_is_too_high_with_dead_filters_as_evidence(tmp_path: Path) -> 
     assert "lr_doctor/summary/text_summary" in events.Tags()["tensors"]  # the text tab
 
 
+@pytest.mark.training_outcome
 def test_adam_1e_3_is_not_flagged(tmp_path: Path) -> None:
     doctor = run(tmp_path, "adam", 1e-3)
     assert doctor.verdict == "healthy so far", [f.evidence for f in doctor.findings]
     assert doctor.active_findings() == []
 
 
+@pytest.mark.training_outcome
 def test_sgd_1e_4_is_too_low(tmp_path: Path) -> None:
     doctor = run(tmp_path, "sgd", 1e-4)
     assert doctor.verdict == "too low"
