@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import read_events
 
 from lightning_convviz import ActivationStatsMonitor, FilterMonitor
