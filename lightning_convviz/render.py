@@ -11,7 +11,6 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid
 
 __all__ = [
     "activation_map_panel",
@@ -20,6 +19,7 @@ __all__ = [
     "colorize",
     "filter_grid",
     "heat_overlay",
+    "heat_overlays",
     "image_for_display",
     "labelled_grid",
     "normalize_per_tile",
@@ -85,10 +85,25 @@ def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
 
 
 def _grid(tiles: torch.Tensor, nrow: int, padding: int = 1) -> torch.Tensor:
+    """Tiles ``N x C x h x w`` (C = 1 or 3) in rows of ``nrow`` with ``padding`` pixels of
+    :data:`GRID_COLOR` around each: ``3 x H x W``. The layout of torchvision's ``make_grid``
+    (a single tile comes back as it is), made with one copy instead of one per tile."""
     if tiles.shape[1] == 1:
         tiles = tiles.expand(-1, 3, -1, -1)
-    grid: torch.Tensor = make_grid(tiles, nrow=nrow, padding=padding, pad_value=GRID_COLOR)
-    return grid
+    count, channels, height, width = tiles.shape
+    if count == 1:
+        return tiles[0]
+    columns = min(nrow, count)
+    rows = math.ceil(count / columns)
+    cells = tiles.new_full(
+        (rows * columns, channels, height + padding, width + padding), GRID_COLOR
+    )
+    cells[:count, :, padding:, padding:] = tiles
+    grid = cells.view(rows, columns, channels, height + padding, width + padding)
+    grid = grid.permute(2, 0, 3, 1, 4).reshape(
+        channels, rows * (height + padding), columns * (width + padding)
+    )
+    return F.pad(grid, (0, padding, 0, padding), value=GRID_COLOR)
 
 
 def image_for_display(image: torch.Tensor) -> torch.Tensor:
@@ -205,14 +220,25 @@ def heat_overlay(
     The heat map is resized (bilinear) to the image, coloured with ``cmap`` and blended with a
     grey copy of the image: ``3 x H x W`` in ``[0, 1]``.
     """
-    shown = image_for_display(image.detach().float().cpu())
-    grey = shown.mean(dim=0, keepdim=True).expand(3, -1, -1)
-    heat = heat.detach().float().cpu()
-    if heat.shape != shown.shape[1:]:
-        heat = F.interpolate(
-            heat[None, None], size=tuple(shown.shape[1:]), mode="bilinear", align_corners=False
-        )[0, 0]
-    return (1 - alpha) * grey + alpha * colorize(heat, cmap)
+    return heat_overlays(image[None], heat[None], cmap, alpha)[0]
+
+
+def heat_overlays(
+    images: torch.Tensor, heats: torch.Tensor, cmap: str = "jet", alpha: float = 0.5
+) -> torch.Tensor:
+    """:func:`heat_overlay` of each image ``N x C x H x W`` with its map ``N x h x w``, made
+    together: ``N x 3 x H x W``."""
+    images = images.detach().float().cpu()
+    count = images.shape[0]
+    shown = images if images.shape[1] == 3 else images[:, :1]
+    shown = normalize_per_tile(shown.reshape(count, -1)).view_as(shown)
+    grey = shown.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    heats = heats.detach().float().cpu()
+    if heats.shape[1:] != shown.shape[2:]:
+        heats = F.interpolate(
+            heats[:, None], size=tuple(shown.shape[2:]), mode="bilinear", align_corners=False
+        )[:, 0]
+    return (1 - alpha) * grey + alpha * colorize(heats, cmap).movedim(0, 1)
 
 
 def labelled_grid(

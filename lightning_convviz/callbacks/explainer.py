@@ -167,12 +167,9 @@ class ProbeExplainer(ProbeCallback):
         targets = self._targets(labels, probabilities)
         maps = self._heat_maps(pl_module, images, targets.to(pl_module.device))
         for name, heat in maps.items():
-            tiles = torch.stack(
-                [render.heat_overlay(image, map_) for image, map_ in zip(images, heat, strict=True)]
-            )
+            tiles = render.heat_overlays(images, heat)
             grid = render.labelled_grid(tiles, captions, min_side=self.tile_side)
             writer.image(self._tag(name), grid, trainer.global_step)
-
 
     def _say_outputs_not_finite(self, trainer: Trainer) -> None:
         """Once a run: the model's class scores for the probe images are NaN or infinite, so

@@ -20,6 +20,7 @@ __all__ = [
     "Destination",
     "EmbeddingPoints",
     "as_uint8_hwc",
+    "encode_png",
     "histogram_csv",
     "is_logger_named",
     "points_csv",
@@ -56,6 +57,25 @@ def as_uint8_hwc(picture: np.ndarray) -> np.ndarray:
     if picture.shape[2] == 1:
         picture = np.repeat(picture, 3, axis=2)
     return np.ascontiguousarray(picture[:, :, :3])
+
+
+#: zlib level of the PNGs written: 1 encodes the package's pictures in about half the time of
+#: the usual 6, for files 10 to 20 % larger (a lossless picture either way).
+PNG_COMPRESS_LEVEL = 1
+
+
+def encode_png(picture: np.ndarray) -> bytes:
+    """A ``H x W x 3`` uint8 picture as PNG bytes, encoded fast (:data:`PNG_COMPRESS_LEVEL`).
+
+    Example:
+        >>> encode_png(np.zeros((2, 3, 3), dtype=np.uint8))[:4]
+        b'\\x89PNG'
+    """
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from lightning_convviz.writing.destination import (
     Destination,
     EmbeddingPoints,
+    encode_png,
     histogram_csv,
     points_csv,
     safe_name,
@@ -67,7 +67,7 @@ class FileDestination(MetricsDestination):
         return folder / f"{step}.{extension}"
 
     def image(self, tag: str, picture: np.ndarray, step: int) -> None:
-        Image.fromarray(picture).save(self.path(tag, step, "png"))
+        self.path(tag, step, "png").write_bytes(encode_png(picture))
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         self.path(tag, step, "csv").write_text(histogram_csv(values))

@@ -10,7 +10,12 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from lightning_convviz.writing.destination import Destination, EmbeddingPoints, is_logger_named
+from lightning_convviz.writing.destination import (
+    Destination,
+    EmbeddingPoints,
+    encode_png,
+    is_logger_named,
+)
 
 __all__ = ["DASHBOARD", "TensorBoardDestination", "is_tensorboard_logger"]
 
@@ -27,7 +32,8 @@ def is_tensorboard_logger(logger: object) -> TypeGuard[TensorBoardLogger]:
 class TensorBoardDestination(Destination):
     """Writes through the logger's ``SummaryWriter``; scalars of one step as a single event
     (dozens of scalars cost about 0.2 ms that way instead of about 7 ms through
-    ``log_metrics``), with the logger's prefix."""
+    ``log_metrics``), with the logger's prefix; pictures as PNG events encoded fast
+    (:func:`encode_png`)."""
 
     kind = "TensorBoard"
 
@@ -45,7 +51,15 @@ class TensorBoardDestination(Destination):
         self.writer._get_file_writer().add_summary(summary, step)
 
     def image(self, tag: str, picture: np.ndarray, step: int) -> None:
-        self.writer.add_image(tag, picture, step, dataformats="HWC")
+        height, width, channels = picture.shape
+        encoded = Summary.Image(
+            height=height,
+            width=width,
+            colorspace=channels,
+            encoded_image_string=encode_png(picture),
+        )
+        summary = Summary(value=[Summary.Value(tag=tag, image=encoded)])
+        self.writer._get_file_writer().add_summary(summary, step)
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         self.writer.add_histogram(tag, values, step, bins="auto")
