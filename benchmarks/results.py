@@ -20,7 +20,7 @@ def drawing_costs(log_dir: str | Path) -> dict[str, list[float]]:
     return {
         tag.removeprefix("cost/"): [event.value for event in events.Scalars(tag)]
         for tag in events.Tags()["scalars"]
-        if tag.startswith("cost/") and tag != "cost/share"
+        if tag.startswith("cost/") and tag not in ("cost/share", "cost/fixed_share")
     }
 
 

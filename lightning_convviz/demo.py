@@ -118,7 +118,7 @@ def default_callbacks() -> list[pl.Callback]:
         FilterMonitor(every_n_epochs=2),
         SaliencyMonitor(methods=("saliency", "guided_backprop", "grad_cam"), every_n_epochs=2),
         OcclusionMonitor(every_n_epochs=2),
-        MaxActivationMonitor(every_n_epochs=5),
+        MaxActivationMonitor(every_n_epochs=2),
         EmbeddingMonitor(every_n_epochs=5),
         InversionMonitor(every_n_epochs=10, steps=100),
         AdversarialMonitor(every_n_epochs=2),

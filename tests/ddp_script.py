@@ -137,7 +137,11 @@ def main(out: str, devices: int, faults: bool = False, share: float | None = Non
             "top_ids": top.ids[0].tolist(),
             "embedded": monitors["embedding"].embedded_samples,
             "verdict": monitors["doctor"].verdict,
-            "postponed": convviz.callbacks.budget.budget_for(trainer).postponed,
+            "postponed": {
+                name: account.postponed
+                for name, account in convviz.callbacks.budget.budget_for(trainer).accounts.items()
+                if account.postponed
+            },
         }
         Path(out, "summary.json").write_text(json.dumps(summary))
 

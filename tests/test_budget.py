@@ -1,18 +1,23 @@
-"""The diagnostics' time budget: due drawings postponed, the first and last always made."""
+"""The diagnostics' time budget: the first and last drawings always made and counted apart, the
+drawings in between within the share, cheapest first."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import fit, read_events
+import torch
+from helpers import TinyCNN, fit, read_events
 from pytorch_lightning import LightningModule, Trainer
 
 from lightning_convviz import DiagnosticsBudget, FilterMonitor, MaxActivationMonitor
 from lightning_convviz.callbacks.budget import Budget, budget_for
 from lightning_convviz.callbacks.explainer import ProbeCallback
+from lightning_convviz.demo import train
 
 LOG = "run/version_0"
 
@@ -21,6 +26,7 @@ class SlowMonitor(ProbeCallback):
     """Draws every epoch; each drawing takes 0.3 s (far more than a TinyCNN epoch)."""
 
     section = "slow"
+    seconds = 0.3
 
     def __init__(self) -> None:
         super().__init__(None, None, 1, 1, "true", 16)
@@ -29,27 +35,59 @@ class SlowMonitor(ProbeCallback):
         pass
 
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        time.sleep(0.3)
-        self._log_scalars(trainer, {"slow/drawn": 1.0}, trainer.global_step)
+        time.sleep(self.seconds)
+        self._log_scalars(trainer, {f"{self.section}/drawn": 1.0}, trainer.global_step)
 
 
-def drawn_steps(tmp_path: Path) -> list[int]:
-    return [e.step for e in read_events(tmp_path / LOG).Scalars("slow/drawn")]
+class CheapMonitor(SlowMonitor):
+    section = "cheap"
+    seconds = 0.05
 
 
-def test_due_drawings_over_the_budget_wait_but_the_first_and_last_are_made(
-    tmp_path: Path,
+class SlowSteps(TinyCNN):
+    """Training steps of a quarter of a second: epochs of two steps, half a second."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        time.sleep(0.25)
+        return super().training_step(batch, batch_idx)
+
+
+def drawn_steps(tmp_path: Path, section: str = "slow") -> list[int]:
+    return [e.step for e in read_events(tmp_path / LOG).Scalars(f"{section}/drawn")]
+
+
+def test_due_drawings_over_the_budget_wait_but_the_first_and_last_are_made_apart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     monitor = SlowMonitor()
-    trainer, _ = fit(tmp_path, [monitor, DiagnosticsBudget(max_share=0.1)], max_epochs=6)
+    with caplog.at_level(logging.INFO):
+        trainer, _ = fit(tmp_path, [monitor, DiagnosticsBudget(max_share=0.1)], max_epochs=6)
     assert drawn_steps(tmp_path) == [0, 12]  # the start and the end: a time-lapse of two
-    budget = budget_for(trainer)
-    assert budget.postponed == {"SlowMonitor": 6}  # due at every epoch end, never affordable
+    account = budget_for(trainer).accounts["SlowMonitor"]
+    # due at the start and every epoch end; the last epoch's drawing is the last one (fixed)
+    assert (account.due, account.made_fixed, account.made_between) == (7, 2, 0)
+    assert account.postponed == 5  # epochs 0 to 4: never affordable
     events = read_events(tmp_path / LOG)
     costs = [e.value for e in events.Scalars("cost/SlowMonitor")]
     assert [e.step for e in events.Scalars("cost/SlowMonitor")] == [0, 12]
     assert all(0.29 < seconds < 1.0 for seconds in costs), costs
-    assert 0 < events.Scalars("cost/share")[-1].value < 1
+    # the first and the last are counted apart: nothing was spent of the share
+    assert events.Scalars("cost/share")[-1].value == 0.0
+    assert 0 < events.Scalars("cost/fixed_share")[-1].value < 1
+    # one console line says what was held back, and the share that would have paid for it
+    lines = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    assert len(lines) == 1, lines
+    found = re.fullmatch(
+        r"SlowMonitor: made 2 of its 7 due drawings, 5 held back by the budget \(max_share=0.1\); "
+        r"about DiagnosticsBudget\(max_share=([0-9.]+)\) would have made them all",
+        lines[0],
+    )
+    assert found, lines[0]
+    # at least five more drawings at the measured cost, against the fit's time with them (the
+    # fit's time at the last drawing: its seconds over the fixed share logged with them)
+    fit_seconds = sum(costs) / events.Scalars("cost/fixed_share")[-1].value
+    extra = 5 * costs[-1]
+    assert extra / (fit_seconds + extra) - 0.01 <= float(found.group(1)) <= 1.0
 
 
 def test_without_a_limit_every_due_drawing_is_made(tmp_path: Path) -> None:
@@ -62,7 +100,9 @@ def test_a_postponed_drawing_is_made_when_the_budget_allows(tmp_path: Path) -> N
     # a generous budget after the first drawing: each later one fits once training went on
     trainer, _ = fit(tmp_path, [monitor, DiagnosticsBudget(max_share=0.9)], max_epochs=3)
     assert drawn_steps(tmp_path)[0] == 0 and drawn_steps(tmp_path)[-1] == 6
-    assert budget_for(trainer).spent["SlowMonitor"] > 0.3 * len(drawn_steps(tmp_path)) - 0.01
+    account = budget_for(trainer).accounts["SlowMonitor"]
+    assert account.made == len(drawn_steps(tmp_path)) and account.made_between >= 1
+    assert account.spent + account.fixed > 0.3 * account.made - 0.01
 
 
 def test_collectors_draw_their_first_and_last_collection(tmp_path: Path) -> None:
@@ -72,7 +112,8 @@ def test_collectors_draw_their_first_and_last_collection(tmp_path: Path) -> None
     )
     steps = [e.step for e in read_events(tmp_path / LOG).Images("max_activation/conv1")]
     assert steps == [2, 8]  # the first validation epoch's and the last one's
-    assert budget_for(trainer).postponed["MaxActivationMonitor"] == 2  # epochs 2 and 3
+    account = budget_for(trainer).accounts["MaxActivationMonitor"]
+    assert (account.postponed, account.due, account.made) == (2, 4, 2)  # epochs 2 and 3
 
 
 def test_default_share_and_a_long_drawing_is_announced(
@@ -87,19 +128,128 @@ def test_default_share_and_a_long_drawing_is_announced(
 
 
 def test_budget_arithmetic_and_bad_shares() -> None:
-    ticks = iter([0.0, 100.0, 100.0, 100.0])
-    budget = Budget(max_share=0.1, clock=lambda: next(ticks))
-    budget.start()
+    budget = Budget(max_share=0.1, clock=lambda: 100.0)
+    budget.start()  # at 100 s, so every reading is 0 s after the start ...
+    budget._started = 0.0  # ... but for this one: 100 s of fit so far
     budget.charge("A", 4.0)
     budget.charge("B", 5.0)
-    assert budget.total() == 9.0 and budget.share() == pytest.approx(0.09)
-    assert budget.affordable(1.1) and not budget.affordable(1.2)  # 10.1 <= 10.11, 10.2 > 10.12
-    assert Budget(max_share=None).affordable(1e9)
+    budget.charge("C", 20.0, fixed=True)  # a first drawing: apart, and its last is to come
+    assert budget.total() == 9.0 and budget.fixed_share() == pytest.approx(0.2)
+    assert budget.fit_seconds() == 120.0  # C's last drawing is certain: 20 s more
+    assert budget.share() == pytest.approx(9 / 120)
+    # (9 + 3.3) / 123.3 <= 0.1 < (9 + 3.4) / 123.4 (nothing ahead of either in the queue)
+    assert budget.affordable("A", 3.3) and not budget.affordable("A", 3.4)
+    assert budget.accounts["A"].postponed == 1
+    # B's next 5 s are ahead of a 6 s drawing of A: (9 + 6 + 5) / 126 > 0.1
+    assert budget.required_share("A", 6.0) == pytest.approx(20 / 126)
+    budget.charge("C", 20.0, fixed=True)  # C's last drawing: nothing more to come
+    assert budget.fit_seconds() == 100.0 and budget.share() == pytest.approx(0.09)
+    assert Budget(max_share=None).affordable("A", 1e9)
     for bad in (0, 1.5, -0.1, True, "0.1"):
         with pytest.raises(ValueError, match=r"^max_share: expected None or a number in \(0, 1\]"):
             DiagnosticsBudget(max_share=bad)  # type: ignore[arg-type]
 
 
+def test_a_drawing_that_misses_due_frames_moves_up_the_queue() -> None:
+    budget = Budget(max_share=0.1, clock=lambda: 0.0)
+    budget.start()
+    budget.charge("Cheap", 0.05)
+    budget.charge("Dear", 0.5)
+    assert budget.accounts["Dear"].priority == 0.5  # behind the cheap one
+    for _ in range(20):
+        budget.note_due("Dear")  # twenty due frames missed: 0.5 s for twenty frames
+    assert budget.accounts["Dear"].priority == pytest.approx(0.025)  # now ahead of it
+    budget.note_due("Cheap")
+    budget._started = -10.0  # 10 s of fit: the cheap one keeps room for the dear one's 0.5 s
+    assert budget.required_share("Cheap", 0.05) == pytest.approx((0.55 + 0.05 + 0.5) / 10.05)
+    budget.charge("Dear", 0.5)  # drawn: back in its place
+    assert budget.accounts["Dear"].priority == 0.5
+
+
+def test_cheapest_first_a_cheap_drawing_is_not_held_back_by_a_dear_one() -> None:
+    """Both are due every second of training, the dear one asked first (the order of the
+    Trainer's callbacks): the cheap one is made every time, the dear one when the share leaves
+    room beside the cheap one's next drawing, and the share holds at every moment."""
+    now = 0.0
+    budget = Budget(max_share=0.1, clock=lambda: now)
+    budget.start()
+    costs = {"Dear": 2.5, "Cheap": 0.05}
+    for owner, cost in costs.items():  # the first drawings: made, apart
+        budget.note_due(owner)
+        budget.charge(owner, cost, fixed=True)
+        now += cost
+    for _ in range(60):
+        now += 1.0  # an epoch of training
+        for owner, cost in costs.items():
+            budget.note_due(owner)
+            if budget.affordable(owner, cost):
+                budget.charge(owner, cost)
+                now += cost
+            assert budget.total() <= 0.1 * budget.fit_seconds() + 1e-9
+    cheap, dear = budget.accounts["Cheap"], budget.accounts["Dear"]
+    assert cheap.made_between == 60  # every time it was due
+    # the dear one took what the cheap one left: about 0.1 - 0.05 / 1.05 of the time
+    assert 1 <= dear.made_between <= 4, dear.made_between
+    (line,) = budget.report()
+    assert line.startswith(f"Dear: made {dear.made} of its 61 due drawings")
+    for owner, cost in costs.items():  # the last drawings, made at the end
+        budget.charge(owner, cost, fixed=True)
+        now += cost
+    assert budget.fit_seconds() == budget.elapsed()  # nothing more to come
+    assert 0.06 < budget.share() <= 0.1  # the share was used, and held over the whole fit
+    # a share that pays for every dear drawing too, at least the held-back ones over the fit
+    needed = float(re.findall(r"max_share=([0-9.]+)\) would", line)[0])
+    assert needed >= dear.peak_required > 0.1
+
+
+def test_a_cheap_monitor_draws_every_epoch_beside_a_dear_one_asked_first(
+    tmp_path: Path,
+) -> None:
+    dear, cheap = SlowMonitor(), CheapMonitor()
+    dear.seconds = 0.4
+    trainer, _ = fit(
+        tmp_path,
+        [dear, cheap, DiagnosticsBudget(max_share=0.3)],
+        max_epochs=8,
+        model=SlowSteps(),
+    )
+    assert drawn_steps(tmp_path, "cheap") == list(range(0, 17, 2))  # the start, every epoch
+    assert 2 < len(drawn_steps(tmp_path)) < 9  # the dear one drew in between, spaced out
+    events = read_events(tmp_path / LOG)
+    assert all(e.value <= 0.3 for e in events.Scalars("cost/share"))
+    assert budget_for(trainer).accounts["CheapMonitor"].postponed == 0
+
+
 def test_a_budget_knob_after_the_callbacks_still_sets_the_share(tmp_path: Path) -> None:
     trainer, _ = fit(tmp_path, [FilterMonitor(), DiagnosticsBudget(max_share=0.25)])
     assert budget_for(trainer).max_share == 0.25
+
+
+def test_the_demo_keeps_a_time_lapse_within_the_default_share(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`make demo`: 20 epochs of the digits, every callback at the demo's cadence, 10 %."""
+    with caplog.at_level(logging.INFO):
+        trainer = train(epochs=20, log_dir=tmp_path, name="demo")
+    events = read_events(trainer.log_dir)
+    frames = {tag: [e.step for e in events.Images(tag)] for tag in events.Tags()["images"]}
+    for tag, steps in frames.items():
+        if not tag.startswith("activation_stats/"):  # the statistics' own cadence
+            assert len(steps) >= 2 and steps[-1] == 460, (tag, steps)  # a start and the end
+    # frames in between: the cheap pictures' time-lapse (every 2 epochs when all are made)
+    for tag in (
+        "activation_maps/features.4",
+        "filters/features.0",
+        "occlusion/probability_drop",
+        "attribution/saliency",
+    ):
+        assert len(frames[tag]) >= 4, (tag, frames[tag])
+    for tag in ("max_activation/features.6", "adversarial/examples"):
+        assert len(frames[tag]) >= 3, (tag, frames[tag])
+    # the frames in between held to the share over the fit (give or take a drawing that took
+    # longer than its expected seconds); the first and last ones counted apart
+    shares = [e.value for e in events.Scalars("cost/share")]
+    assert max(shares) <= 0.11 and 0.05 < shares[-1] <= 0.105, shares
+    assert events.Scalars("cost/fixed_share")[-1].value > 0.1  # inversions, class models, ...
+    told = [r.getMessage() for r in caplog.records if "held back by the budget" in r.getMessage()]
+    assert told and all("would have made them all" in line for line in told)

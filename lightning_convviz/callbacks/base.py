@@ -204,8 +204,6 @@ class ConvVizCallback(Callback):
     _collective_hooks: tuple[str, ...] = ()
     _enabled: bool = False
     _agreeing: bool = False
-    #: An epoch-scheduled drawing was due but postponed by the budget.
-    _postponed: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -296,8 +294,8 @@ class ConvVizCallback(Callback):
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._release_hooks()
-        if stage == "fit" and self._budget is not None:
-            self._budget.stop()
+        if stage == "fit":
+            self._report_budget()
 
     def __init__(self) -> None:
         self._enabled = False
@@ -307,6 +305,8 @@ class ConvVizCallback(Callback):
         self.last_drawing_seconds = 0.0
         self._drawn_at: int | None = None  # the step of the latest drawing
         self._postponed_drawing: Callable[[], None] | None = None  # a collector's
+        #: Whether the drawing being made is a first or last one (for one that charges itself).
+        self._fixed_drawing = False
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -390,27 +390,22 @@ class ConvVizCallback(Callback):
 
     # -- the budget ----------------------------------------------------------------------------
 
-    def _may_draw(self, mandatory: bool = False) -> bool:
-        """Whether a due drawing fits the budget now (``mandatory``: the first and the last are
-        always made); a drawing that does not is counted as postponed."""
-        budget = self._budget
-        if mandatory or budget is None or budget.affordable(self.last_drawing_seconds):
-            return True
-        budget.note_postponed(type(self).__name__)
-        return False
+    def _may_draw(self, trainer: Trainer, fixed: bool) -> bool:
+        """A drawing fell due: whether to make it now. A first or last one (``fixed``) is
+        always made; one in between when the budget allows it (else it is counted as
+        postponed). The budget counts on global rank zero, which draws (no collective depends
+        on this)."""
+        budget = self._budget if trainer.is_global_zero else None
+        return (
+            fixed
+            or budget is None
+            or budget.affordable(type(self).__name__, self.last_drawing_seconds)
+        )
 
-    def _epoch_drawing_due(self, trainer: Trainer, every_n_epochs: int) -> bool:
-        """At an epoch end: whether an epoch-scheduled drawing is to be made now. It is due every
-        ``every_n_epochs`` epochs, or when an earlier due one was postponed; a due drawing that
-        the budget does not allow (the first is always made) is postponed to the next epoch end.
-        The drawing itself clears ``_postponed``."""
-        due = (trainer.current_epoch + 1) % every_n_epochs == 0 or self._postponed
-        if not self._enabled or not due:
-            return False
-        if self._may_draw(mandatory=self._drawn_at is None):
-            return True
-        self._postponed = True
-        return False
+    def _note_due(self, trainer: Trainer) -> None:
+        """Count a due drawing (global rank zero), for the budget's report at the end."""
+        if self._budget is not None and trainer.is_global_zero:
+            self._budget.note_due(type(self).__name__)
 
     def _draw_collected(
         self,
@@ -423,40 +418,48 @@ class ConvVizCallback(Callback):
         if the budget allows (the first one and the last epoch's always), else kept and made at
         the next collection that the budget allows (a newer one replaces it) or at the end of
         training. ``draw`` writes at the step it was collected at; ``timed=False`` for work
-        that charges itself (a background job)."""
+        that charges itself (a background job; :attr:`_fixed_drawing` says how)."""
         if not trainer.is_global_zero:
             return
-        if self._may_draw(mandatory=self._drawn_at is None or last_epoch(trainer)):
+        self._note_due(trainer)
+        fixed = self._drawn_at is None or last_epoch(trainer)
+        if self._may_draw(trainer, fixed):
             self._postponed_drawing = None
-            self._make_drawing(trainer, pl_module, draw, timed)
+            self._make_drawing(trainer, pl_module, draw, timed, fixed)
         else:
             self._postponed_drawing = draw
 
     def _draw_pending(
         self, trainer: Trainer, pl_module: LightningModule, timed: bool = True
     ) -> None:
-        """Make a postponed collector drawing (at the end of training)."""
+        """Make a postponed collector drawing (at the end of training: the last one)."""
         draw, self._postponed_drawing = self._postponed_drawing, None
         if draw is not None:
-            self._make_drawing(trainer, pl_module, draw, timed)
+            self._make_drawing(trainer, pl_module, draw, timed, fixed=True)
 
     def _make_drawing(
-        self, trainer: Trainer, pl_module: LightningModule, draw: Callable[[], None], timed: bool
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        draw: Callable[[], None],
+        timed: bool,
+        fixed: bool,
     ) -> None:
         """Run ``draw``, timed and charged unless it charges itself, and note the step."""
+        self._fixed_drawing = fixed
         if timed:
-            with self._drawing(trainer, pl_module):
+            with self._drawing(trainer, pl_module, fixed):
                 draw()
         else:
             draw()
         self._drawn_at = trainer.global_step
 
     @contextlib.contextmanager
-    def _drawing(self, trainer: Trainer, pl_module: LightningModule) -> Iterator[None]:
-        """Time a drawing (the device synchronised at both ends), charge it to the budget and
-        log its seconds as ``cost/<callback>``, with the suite's share ``cost/share``. A drawing
-        expected to take more than a second is announced, so that a paused progress bar has a
-        reason on screen."""
+    def _drawing(self, trainer: Trainer, pl_module: LightningModule, fixed: bool) -> Iterator[None]:
+        """Time a drawing (the device synchronised at both ends), charge it to the budget, as a
+        first or last one (``fixed``) or one in between, and log its seconds. A drawing expected
+        to take more than a second is announced, so that a paused progress bar has a reason on
+        screen."""
         name = type(self).__name__
         if self.last_drawing_seconds > 1.0 and trainer.is_global_zero:
             rank_zero_info(
@@ -469,22 +472,38 @@ class ConvVizCallback(Callback):
             yield
         finally:
             _synchronize(pl_module)
-            self.charge(trainer, time.perf_counter() - start, drawing=True)
+            self.charge(trainer, time.perf_counter() - start, fixed)
 
-    def charge(self, trainer: Trainer, seconds: float, drawing: bool = False) -> None:
-        """Count ``seconds`` of this callback's work (a drawing, or a background thread's CPU
-        time) against the budget and log it."""
+    def charge(self, trainer: Trainer, seconds: float, fixed: bool) -> None:
+        """Count a drawing of ``seconds`` against the budget (``fixed``: a first or last one,
+        counted apart) and log its seconds as ``cost/<callback>``, with the shares of the fit
+        so far of the drawings in between (``cost/share``) and of the first and last ones
+        (``cost/fixed_share``)."""
         name = type(self).__name__
-        if drawing:
-            self.last_drawing_seconds = seconds
+        self.last_drawing_seconds = seconds
         if self._budget is None:
             return
-        self._budget.charge(name, seconds)
+        self._budget.charge(name, seconds, fixed)
         self._log_scalars(
             trainer,
-            {f"cost/{name}": seconds, "cost/share": self._budget.share()},
+            {
+                f"cost/{name}": seconds,
+                "cost/share": self._budget.share(),
+                "cost/fixed_share": self._budget.fixed_share(),
+            },
             trainer.global_step,
         )
+
+    def _report_budget(self) -> None:
+        """At the end of a fit, the first callback to stop the shared budget says, one line
+        per callback, what it held back."""
+        budget = self._budget
+        if budget is None or not budget.running:
+            return
+        lines = budget.report()
+        budget.stop()
+        for line in lines:
+            rank_zero_info(line)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -517,25 +536,44 @@ class ConvVizCallback(Callback):
 
 
 class EpochDrawingCallback(ConvVizCallback):
-    """A callback that draws at the start of training (its subclass's ``on_train_start``), every
-    ``every_n_epochs`` epochs as the budget allows (a due drawing it does not allow is postponed
-    to the next epoch end) and once more at the end of training, so that the time-lapse ends where
-    training does. Subclasses set ``every_n_epochs`` and implement :meth:`_draw`."""
+    """A callback that draws at the start of training (its subclass's ``on_train_start`` calls
+    :meth:`_draw_first`), every ``every_n_epochs`` epochs as the budget allows (a due drawing it
+    does not allow is postponed to the next epoch end) and once more at the end of training, so
+    that the time-lapse ends where training does. Subclasses set ``every_n_epochs`` and
+    implement :meth:`_draw`."""
 
     every_n_epochs: int = 1
+    #: A due drawing was postponed by the budget (it is due again at the next epoch end).
+    _postponed: bool = False
+
+    def _draw_first(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The drawing at the start of training (always made)."""
+        self._note_due(trainer)
+        self._draw_now(trainer, pl_module, fixed=True)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._epoch_drawing_due(trainer, self.every_n_epochs):
-            self._draw_now(trainer, pl_module)
+        on_cadence = (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if not self._enabled or not (on_cadence or self._postponed):
+            return
+        if on_cadence:
+            self._note_due(trainer)
+        # the first one, and the last epoch's (the end of the time-lapse), are always made
+        fixed = self._drawn_at is None or last_epoch(trainer)
+        if self._may_draw(trainer, fixed):
+            self._draw_now(trainer, pl_module, fixed)
+        else:
+            self._postponed = True
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._enabled and self._drawn_at != trainer.global_step:
-            self._draw_now(trainer, pl_module)
+            if not self._postponed:  # else it is the postponed due drawing, made now
+                self._note_due(trainer)
+            self._draw_now(trainer, pl_module, fixed=True)
 
-    def _draw_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _draw_now(self, trainer: Trainer, pl_module: LightningModule, fixed: bool) -> None:
         """Draw now on global rank zero, timed and charged to the budget."""
         if trainer.is_global_zero:
-            with self._drawing(trainer, pl_module):
+            with self._drawing(trainer, pl_module, fixed):
                 self._draw(trainer, pl_module)
         self._postponed = False
         self._drawn_at = trainer.global_step

@@ -1,14 +1,29 @@
 """The time budget of the diagnostics: what their drawings may cost, as a share of training.
 
 All lightning_convviz callbacks of one Trainer share one :class:`Budget`. Each drawing (a
-picture of the probe images, a t-SNE map, a chart, the filters) is timed and charged to it, with
-the CPU time of background threads (t-SNE) as it is spent. A drawing that is due while the
-drawings so far, with this one's expected cost (its previous one), would take more than
-``max_share`` of the fit's time is postponed to the next epoch, not dropped; every callback's
-first drawing and a last one at the end of training are always made, so that a time-lapse has a
-start and an end. Per-step statistics (``ActivationStatsMonitor``, ``LearningRateDoctor``) are
-not drawings and are not held back: they cost a share of each step, small where steps are long
-(2.6 % on a ResNet-18 at 64 px), up to 8 % of the digits demo's 35 ms CPU steps.
+picture of the probe images, a t-SNE map, a chart, the filters) is timed and charged to it.
+
+* **The first and the last drawing of each callback are a fixed cost**: the user asked for them
+  by adding the callback, so they are always made, so that every time-lapse has a start and an
+  end. They are counted apart (``cost/fixed_share``) and take nothing from the share.
+* **The drawings in between live on the share** (``cost/share``): they stay within
+  ``max_share`` of the fit's time. A due one that would go over is postponed, not dropped. The
+  fit's time counts the last drawing still to come of each callback (certain, at its expected
+  seconds), so that the share holds over the whole fit and the frames in between are not held
+  back for the time those last drawings add at the end.
+* **Cheap first, and nobody starves.** The callbacks queue for the share by their next drawing's
+  expected seconds (its previous drawing's) over the due drawings it stands for (those since
+  its latest drawing). A due drawing is made when the drawings in between so far, this one and
+  the next drawing of every callback ahead of it fit in ``max_share`` of the fit's time. So a
+  0.05 s drawing is not held back by a 2.5 s one, and the dear one moves up with each frame it
+  misses: the cheap drawings are made (nearly) every time they are due, the dear ones spaced
+  out.
+
+At the end of the fit one console line per callback that was held back says how many of its due
+drawings were made and about which ``DiagnosticsBudget(max_share=...)`` would have made them all.
+Per-step statistics (``ActivationStatsMonitor``, ``LearningRateDoctor``) are not drawings and
+are not held back: they cost a share of each step, small where steps are long (2.6 % on a
+ResNet-18 at 64 px), up to 8 % of the digits demo's 35 ms CPU steps.
 
 The budget is a decision of global rank zero, which makes the drawings; the collectives of the
 callbacks that gather data from every rank follow their fixed schedule, so no rank waits.
@@ -16,30 +31,85 @@ callbacks that gather data from every rank follow their fixed schedule, so no ra
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-__all__ = ["Budget", "DiagnosticsBudget", "budget_for"]
+__all__ = ["Account", "Budget", "DiagnosticsBudget", "budget_for"]
 
 #: The share of the fit's time the drawings may take when no DiagnosticsBudget says otherwise.
 DEFAULT_SHARE = 0.10
+
+
+@dataclass
+class Account:
+    """What one callback's drawings cost and how many were made, in one fit."""
+
+    #: Seconds of the drawings in between (those the share holds).
+    spent: float = 0.0
+    #: Seconds of the first and last drawings (the fixed cost).
+    fixed: float = 0.0
+    #: The latest drawing's seconds: what the next one is expected to cost.
+    expected: float = 0.0
+    #: Drawings in between made.
+    made_between: int = 0
+    #: First and last drawings made.
+    made_fixed: int = 0
+    #: Drawings that fell due (what an unlimited budget would have made).
+    due: int = 0
+    #: How often a due drawing did not fit and waited.
+    postponed: int = 0
+    #: The largest share that one of those would have needed at its moment.
+    peak_required: float = 0.0
+    #: Drawings that fell due since the latest drawing (more than one: some were held back).
+    due_since_drawing: int = 0
+
+    @property
+    def priority(self) -> float:
+        """The place in the queue for the share (lower first): the expected seconds of the next
+        drawing over the number of due drawings it stands for (those since the latest drawing).
+        Cheap drawings come first, and a dear one moves up with each due drawing it misses, so
+        that it is spaced out, never starved. (A postponed drawing asked again before its next
+        due one does not move up: only missed frames of its time-lapse count.)"""
+        return self.expected / max(self.due_since_drawing, 1)
+
+    @property
+    def made(self) -> int:
+        return self.made_between + self.made_fixed
+
+    @property
+    def held_back(self) -> int:
+        """Due drawings that the budget postponed and that were never made (a newer drawing or
+        the last one replaced them)."""
+        return max(min(self.due - self.made, self.postponed), 0)
+
+    @property
+    def mean_between(self) -> float:
+        """Seconds of one drawing in between (the expected cost before there is one)."""
+        return self.spent / self.made_between if self.made_between else self.expected
 
 
 class Budget:
     """Seconds spent on drawings, per callback, against the fit's elapsed time.
 
     Example:
-        >>> budget = Budget(max_share=0.1, clock=iter([0.0, 10.0, 10.0]).__next__)
+        >>> budget = Budget(max_share=0.1, clock=iter([0.0, 10.0, 10.0, 10.0]).__next__)
         >>> budget.start()
-        >>> budget.charge("SaliencyMonitor", 0.5)
-        >>> budget.affordable(0.4), budget.affordable(0.6)  # 10 s so far: 1 s for drawings
-        (True, False)
+        >>> budget.charge("FilterMonitor", 0.2)  # a drawing in between: 0.2 s of the share
+        >>> budget.charge("InversionMonitor", 2.0, fixed=True)  # a first drawing: apart
+        >>> budget.fit_seconds()  # 10 s so far, and the inversion's last drawing to come
+        12.0
+        >>> budget.affordable("SaliencyMonitor", 0.5)  # (0.2 + 0.5 + 0.2) / 12.5 <= 0.1
+        True
+        >>> budget.affordable("InversionMonitor", 1.0)  # FilterMonitor's next 0.2 s comes first
+        False
 
     Args:
-        max_share: Most of the fit's time the drawings may take; ``None``: no limit.
+        max_share: Most of the fit's time the drawings in between may take; ``None``: no limit.
         clock: Seconds since some fixed point (default :func:`time.perf_counter`).
     """
 
@@ -47,20 +117,23 @@ class Budget:
         self.max_share = max_share
         self._clock = clock or time.perf_counter
         self._started: float | None = None
-        #: Seconds charged per callback since the fit started.
-        self.spent: dict[str, float] = {}
-        #: How many drawings each callback postponed.
-        self.postponed: dict[str, int] = {}
+        #: Each callback's account, by class name.
+        self.accounts: dict[str, Account] = {}
 
     def start(self) -> None:
         """Start the clock (at the fit's setup); what was charged before is forgotten."""
         self._started = self._clock()
-        self.spent, self.postponed = {}, {}
+        self.accounts = {}
 
     def ensure_started(self) -> None:
         """Start the clock unless a callback of this fit already did."""
         if self._started is None:
             self.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether a fit's clock runs (between :meth:`start` and :meth:`stop`)."""
+        return self._started is not None
 
     def stop(self) -> None:
         """The fit is over: the next one starts a new clock."""
@@ -70,29 +143,114 @@ class Budget:
         """Seconds since :meth:`start` (0 before it)."""
         return 0.0 if self._started is None else max(self._clock() - self._started, 0.0)
 
-    def charge(self, owner: str, seconds: float) -> None:
-        """Count ``seconds`` of drawing work against ``owner``."""
-        self.spent[owner] = self.spent.get(owner, 0.0) + max(seconds, 0.0)
+    def account(self, owner: str) -> Account:
+        """``owner``'s account (opened on first use)."""
+        return self.accounts.setdefault(owner, Account())
+
+    def charge(self, owner: str, seconds: float, fixed: bool = False) -> None:
+        """Count a drawing of ``owner`` that took ``seconds``: against the share, or apart
+        (``fixed``: a first or last drawing). Its seconds are what ``owner``'s next drawing is
+        expected to cost."""
+        account, seconds = self.account(owner), max(seconds, 0.0)
+        if fixed:
+            account.fixed += seconds
+            account.made_fixed += 1
+        else:
+            account.spent += seconds
+            account.made_between += 1
+        account.expected = seconds
+        account.due_since_drawing = 0
 
     def total(self) -> float:
-        """Seconds spent on drawings by every callback."""
-        return sum(self.spent.values())
+        """Seconds spent on the drawings in between, by every callback."""
+        return sum(account.spent for account in self.accounts.values())
+
+    def fit_seconds(self) -> float:
+        """The fit's seconds so far, with the last drawing still to come of each callback that
+        made its first (certain: it is always made) counted at its expected seconds."""
+        coming = sum(a.expected for a in self.accounts.values() if a.made_fixed == 1)
+        return self.elapsed() + coming
 
     def share(self) -> float:
-        """The drawings' share of the fit's time so far."""
-        elapsed = self.elapsed()
-        return self.total() / elapsed if elapsed > 0 else 0.0
+        """The drawings in between: their share of the fit's time (:meth:`fit_seconds`), the
+        share the budget holds; at the end of the fit, their share of its whole time."""
+        fit = self.fit_seconds()
+        return self.total() / fit if fit > 0 else 0.0
 
-    def affordable(self, estimate: float) -> bool:
-        """Whether a drawing expected to take ``estimate`` seconds keeps the drawings within
-        ``max_share`` of the fit's time (counting its own seconds in both)."""
+    def fixed_share(self) -> float:
+        """The first and last drawings: their share of the fit's time so far."""
+        return self._of_elapsed(sum(account.fixed for account in self.accounts.values()))
+
+    def _of_elapsed(self, seconds: float) -> float:
+        elapsed = self.elapsed()
+        return seconds / elapsed if elapsed > 0 else 0.0
+
+    def required_share(self, owner: str, estimate: float) -> float:
+        """The smallest ``max_share`` that would allow a drawing of ``owner`` expected to take
+        ``estimate`` seconds now: the drawings in between so far, this one and the next drawing
+        of every other callback ahead of it in the queue (:meth:`Account.priority`), over the
+        fit's time with this one."""
+        priority = estimate / max(self.account(owner).due_since_drawing, 1)
+        ahead = sum(
+            account.expected
+            for other, account in self.accounts.items()
+            if other != owner and account.priority < priority
+        )
+        fit = self.fit_seconds() + estimate
+        return (self.total() + estimate + ahead) / fit if fit > 0 else math.inf
+
+    def affordable(self, owner: str, estimate: float) -> bool:
+        """Whether a drawing of ``owner`` expected to take ``estimate`` seconds keeps the
+        drawings in between within ``max_share`` of the fit's time (counting its own seconds in
+        both), beside the next drawing of every callback ahead of it in the queue; one that
+        does not is counted as postponed."""
         if self.max_share is None:
             return True
-        elapsed = self.elapsed()
-        return self.total() + estimate <= self.max_share * (elapsed + estimate)
+        required = self.required_share(owner, estimate)
+        if required <= self.max_share:
+            return True
+        account = self.account(owner)
+        account.postponed += 1
+        account.peak_required = max(account.peak_required, required)
+        return False
 
-    def note_postponed(self, owner: str) -> None:
-        self.postponed[owner] = self.postponed.get(owner, 0) + 1
+    def note_due(self, owner: str) -> None:
+        """A drawing of ``owner`` fell due (made or not)."""
+        account = self.account(owner)
+        account.due += 1
+        account.due_since_drawing += 1
+
+    def share_for_all(self, owner: str) -> float:
+        """About the ``max_share`` that would have made every due drawing of ``owner``, from the
+        measured costs: its held-back drawings and those of the callbacks cheaper than it (which
+        come first) added to the drawings in between and to the fit's time, or the largest share
+        that one of its postponed drawings needed at its moment, whichever is larger."""
+        cost = self.account(owner).expected
+        extra = sum(
+            account.held_back * account.mean_between
+            for other, account in self.accounts.items()
+            if other == owner or account.expected < cost
+        )
+        elapsed = self.elapsed() + extra
+        overall = (self.total() + extra) / elapsed if elapsed > 0 else 0.0
+        return max(overall, self.account(owner).peak_required)
+
+    def report(self) -> list[str]:
+        """One line per callback that the budget held back: its drawings made and due, and the
+        share that would about have made them all (:meth:`share_for_all`)."""
+        lines: list[str] = []
+        if self.max_share is None:
+            return lines
+        for owner, account in sorted(self.accounts.items()):
+            if account.held_back == 0:
+                continue
+            needed = min(math.ceil(self.share_for_all(owner) * 100) / 100, 1.0)
+            lines.append(
+                f"{owner}: made {account.made} of its {account.due} due drawings, "
+                f"{account.held_back} held back by the budget (max_share={self.max_share:g}); "
+                f"about DiagnosticsBudget(max_share={needed:g}) would have made them all"
+            )
+        return lines
 
 
 _BUDGETS: weakref.WeakKeyDictionary[Trainer, Budget] = weakref.WeakKeyDictionary()
@@ -113,10 +271,12 @@ class DiagnosticsBudget(Callback):
     """The one knob of the diagnostics' cost: the most of the fit's time their drawings take.
 
     Add it beside the other callbacks; without it the share is 10 %. Every lightning_convviz
-    callback of the Trainer shares it (see :mod:`lightning_convviz.callbacks.budget`): a due
-    drawing that would go over is postponed to a later epoch, the first and the last drawing of
-    each callback are always made, and each drawing's seconds are logged as
-    ``cost/<callback>`` with the suite's share so far as ``cost/share``.
+    callback of the Trainer shares it (see :mod:`lightning_convviz.callbacks.budget`): the
+    first and the last drawing of each callback are always made and counted apart, the drawings
+    in between stay within the share (cheapest first; a due drawing that would go over is
+    postponed to a later epoch), and each drawing's seconds are logged as ``cost/<callback>``,
+    with the shares of the fit so far as ``cost/share`` (in between) and ``cost/fixed_share``
+    (first and last).
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -124,8 +284,8 @@ class DiagnosticsBudget(Callback):
         >>> trainer = Trainer(callbacks=[SaliencyMonitor(), DiagnosticsBudget(max_share=0.05)])
 
     Args:
-        max_share: Most of the fit's time the drawings may take, in (0, 1]; ``None`` for no
-            limit (every drawing when it is due).
+        max_share: Most of the fit's time the drawings between each callback's first and last
+            may take, in (0, 1]; ``None`` for no limit (every drawing when it is due).
 
     Raises:
         ValueError: At construction, for a share outside (0, 1].

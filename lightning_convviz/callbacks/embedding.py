@@ -56,6 +56,8 @@ class _Job:
     pictures: torch.Tensor
     #: Threads of the t-SNE.
     threads: int
+    #: A first or last embedding (charged apart from the budget's share).
+    fixed: bool = False
 
 
 @dataclass
@@ -278,7 +280,12 @@ class EmbeddingMonitor(ConvVizCallback):
             threads, background = self._threads(trainer, pl_module)
             job = _Job(trainer.global_step, trainer.current_epoch, codes, labels, pictures, threads)
             submit = self._submit if background else self._embed_now
-            self._draw_collected(trainer, pl_module, lambda: submit(trainer, job), timed=False)
+            self._draw_collected(
+                trainer,
+                pl_module,
+                lambda: submit(trainer, dataclasses.replace(job, fixed=self._fixed_drawing)),
+                timed=False,
+            )
         self.stall_seconds.append(time.perf_counter() - start)
 
     def _threads(self, trainer: Trainer, pl_module: LightningModule) -> tuple[int, bool]:
@@ -394,7 +401,7 @@ class EmbeddingMonitor(ConvVizCallback):
     def _write(self, trainer: Trainer, result: _Result) -> None:
         self.embedding_seconds.append(result.seconds)
         # the t-SNE's time is the drawing's (in the background, it shares the machine)
-        self.charge(trainer, result.seconds, drawing=True)
+        self.charge(trainer, result.seconds, result.job.fixed)
         self.embedded_samples.append(len(result.job.codes))
         rank_zero_info(
             f"EmbeddingMonitor: embedding of step {result.step} done in {result.seconds:.1f} s"

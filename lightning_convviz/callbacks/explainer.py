@@ -64,7 +64,6 @@ class ProbeCallback(EpochDrawingCallback):
         self.target = target
         self.tile_side = tile_side
         self._probe = ProbeSet(type(self).__name__, num_probe_images, probe_images, probe_labels)
-        self._postponed = False
 
     # -- probe selection -----------------------------------------------------------------------
 
@@ -95,7 +94,7 @@ class ProbeCallback(EpochDrawingCallback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._postponed = False
         if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
-            self._draw_now(trainer, pl_module)
+            self._draw_first(trainer, pl_module)
 
     def _probe_on_device(
         self, trainer: Trainer, pl_module: LightningModule

@@ -99,7 +99,6 @@ class FilterMonitor(EpochDrawingCallback):
         self.tile_side = tile_side
         self._layers: dict[str, nn.Module] = {}
         self._initial: dict[str, torch.Tensor] = {}
-        self._postponed = False
 
     @property
     def state_key(self) -> str:
@@ -122,7 +121,7 @@ class FilterMonitor(EpochDrawingCallback):
                 self._initial[name] = _weight(module).clone()
         self._postponed = False
         if trainer.global_step == 0:
-            self._draw_now(trainer, pl_module)
+            self._draw_first(trainer, pl_module)
 
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         writer = self._writer(trainer)
