@@ -133,21 +133,34 @@ def test_budget_arithmetic_and_bad_shares() -> None:
     budget._started = 0.0  # ... but for this one: 100 s of fit so far
     budget.charge("A", 4.0)
     budget.charge("B", 5.0)
-    budget.charge("C", 20.0, fixed=True)  # a first drawing: apart, and its last is to come
+    budget.charge("C", 20.0, "first")  # apart, and its last is to come
     assert budget.total() == 9.0 and budget.fixed_share() == pytest.approx(0.2)
-    assert budget.fit_seconds() == 120.0  # C's last drawing is certain: 20 s more
-    assert budget.share() == pytest.approx(9 / 120)
-    # (9 + 3.3) / 123.3 <= 0.1 < (9 + 3.4) / 123.4 (nothing ahead of either in the queue)
-    assert budget.affordable("A", 3.3) and not budget.affordable("A", 3.4)
+    # the last drawings to come: C's 20 s, A's 4 s and B's 5 s (each at its latest's seconds)
+    assert budget.fit_seconds() == 129.0
+    assert budget.share() == pytest.approx(9 / 129)
+    # (9 + 4.3) / 133.3 <= 0.1 < (9 + 4.4) / 133.4 (nothing ahead of either in the queue)
+    assert budget.affordable("A", 4.3) and not budget.affordable("A", 4.4)
     assert budget.accounts["A"].postponed == 1
-    # B's next 5 s are ahead of a 6 s drawing of A: (9 + 6 + 5) / 126 > 0.1
-    assert budget.required_share("A", 6.0) == pytest.approx(20 / 126)
-    budget.charge("C", 20.0, fixed=True)  # C's last drawing: nothing more to come
+    # B's next 5 s are ahead of a 6 s drawing of A: (9 + 6 + 5) / 135 > 0.1
+    assert budget.required_share("A", 6.0) == pytest.approx(20 / 135)
+    for owner, seconds in (("A", 4.0), ("B", 5.0), ("C", 20.0)):
+        budget.charge(owner, seconds, "last")  # nothing more to come
     assert budget.fit_seconds() == 100.0 and budget.share() == pytest.approx(0.09)
     assert Budget(max_share=None).affordable("A", 1e9)
     for bad in (0, 1.5, -0.1, True, "0.1"):
         with pytest.raises(ValueError, match=r"^max_share: expected None or a number in \(0, 1\]"):
             DiagnosticsBudget(max_share=bad)  # type: ignore[arg-type]
+
+
+def test_the_last_drawing_still_to_come_counts_in_the_fit() -> None:
+    budget = Budget(max_share=0.1, clock=lambda: 10.0)
+    budget.start()
+    budget._started = 0.0  # 10 s of fit
+    budget.charge("Resumed", 0.3)  # after a resume: no first drawing in this fit
+    budget.charge("Short", 0.2, "last")  # its only drawing: the first and the last
+    assert budget.fit_seconds() == pytest.approx(10.3)  # the resumed one's last is to come
+    budget.charge("Resumed", 0.4, "last")
+    assert budget.fit_seconds() == 10.0 and budget.share() == pytest.approx(0.03)
 
 
 def test_a_drawing_that_misses_due_frames_moves_up_the_queue() -> None:
@@ -161,7 +174,10 @@ def test_a_drawing_that_misses_due_frames_moves_up_the_queue() -> None:
     assert budget.accounts["Dear"].priority == pytest.approx(0.025)  # now ahead of it
     budget.note_due("Cheap")
     budget._started = -10.0  # 10 s of fit: the cheap one keeps room for the dear one's 0.5 s
-    assert budget.required_share("Cheap", 0.05) == pytest.approx((0.55 + 0.05 + 0.5) / 10.05)
+    # over the 10 s, the new drawing and both callbacks' last drawings to come
+    assert budget.required_share("Cheap", 0.05) == pytest.approx(
+        (0.55 + 0.05 + 0.5) / (10 + 0.05 + 0.05 + 0.5)
+    )
     budget.charge("Dear", 0.5)  # drawn: back in its place
     assert budget.accounts["Dear"].priority == 0.5
 
@@ -176,7 +192,7 @@ def test_cheapest_first_a_cheap_drawing_is_not_held_back_by_a_dear_one() -> None
     costs = {"Dear": 2.5, "Cheap": 0.05}
     for owner, cost in costs.items():  # the first drawings: made, apart
         budget.note_due(owner)
-        budget.charge(owner, cost, fixed=True)
+        budget.charge(owner, cost, "first")
         now += cost
     for _ in range(60):
         now += 1.0  # an epoch of training
@@ -193,7 +209,7 @@ def test_cheapest_first_a_cheap_drawing_is_not_held_back_by_a_dear_one() -> None
     (line,) = budget.report()
     assert line.startswith(f"Dear: made {dear.made} of its 61 due drawings")
     for owner, cost in costs.items():  # the last drawings, made at the end
-        budget.charge(owner, cost, fixed=True)
+        budget.charge(owner, cost, "last")
         now += cost
     assert budget.fit_seconds() == budget.elapsed()  # nothing more to come
     assert 0.06 < budget.share() <= 0.1  # the share was used, and held over the whole fit

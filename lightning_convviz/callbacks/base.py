@@ -31,7 +31,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lightning_convviz.callbacks.budget import Budget, budget_for
+from lightning_convviz.callbacks.budget import Budget, Drawing, budget_for
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
@@ -305,8 +305,8 @@ class ConvVizCallback(Callback):
         self.last_drawing_seconds = 0.0
         self._drawn_at: int | None = None  # the step of the latest drawing
         self._postponed_drawing: Callable[[], None] | None = None  # a collector's
-        #: Whether the drawing being made is a first or last one (for one that charges itself).
-        self._fixed_drawing = False
+        #: Which drawing is being made (for one that charges itself).
+        self._drawing_made: Drawing = "between"
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -390,17 +390,23 @@ class ConvVizCallback(Callback):
 
     # -- the budget ----------------------------------------------------------------------------
 
-    def _may_draw(self, trainer: Trainer, fixed: bool) -> bool:
-        """A drawing fell due: whether to make it now. A first or last one (``fixed``) is
-        always made; one in between when the budget allows it (else it is counted as
-        postponed). The budget counts on global rank zero, which draws (no collective depends
-        on this)."""
+    def _may_draw(self, trainer: Trainer, drawing: Drawing) -> bool:
+        """A drawing fell due: whether to make it now. A first or last one is always made; one
+        in between when the budget allows it (else it is counted as postponed). The budget
+        counts on global rank zero, which draws (no collective depends on this)."""
         budget = self._budget if trainer.is_global_zero else None
         return (
-            fixed
+            drawing != "between"
             or budget is None
             or budget.affordable(type(self).__name__, self.last_drawing_seconds)
         )
+
+    def _due_drawing(self, trainer: Trainer) -> Drawing:
+        """Which drawing one due now is: the last epoch's is the last, else the first when this
+        callback has not drawn yet, else one in between."""
+        if last_epoch(trainer):
+            return "last"
+        return "first" if self._drawn_at is None else "between"
 
     def _note_due(self, trainer: Trainer) -> None:
         """Count a due drawing (global rank zero), for the budget's report at the end."""
@@ -418,14 +424,14 @@ class ConvVizCallback(Callback):
         if the budget allows (the first one and the last epoch's always), else kept and made at
         the next collection that the budget allows (a newer one replaces it) or at the end of
         training. ``draw`` writes at the step it was collected at; ``timed=False`` for work
-        that charges itself (a background job; :attr:`_fixed_drawing` says how)."""
+        that charges itself (a background job; :attr:`_drawing_made` says which drawing)."""
         if not trainer.is_global_zero:
             return
         self._note_due(trainer)
-        fixed = self._drawn_at is None or last_epoch(trainer)
-        if self._may_draw(trainer, fixed):
+        drawing = self._due_drawing(trainer)
+        if self._may_draw(trainer, drawing):
             self._postponed_drawing = None
-            self._make_drawing(trainer, pl_module, draw, timed, fixed)
+            self._make_drawing(trainer, pl_module, draw, timed, drawing)
         else:
             self._postponed_drawing = draw
 
@@ -435,7 +441,7 @@ class ConvVizCallback(Callback):
         """Make a postponed collector drawing (at the end of training: the last one)."""
         draw, self._postponed_drawing = self._postponed_drawing, None
         if draw is not None:
-            self._make_drawing(trainer, pl_module, draw, timed, fixed=True)
+            self._make_drawing(trainer, pl_module, draw, timed, "last")
 
     def _make_drawing(
         self,
@@ -443,21 +449,23 @@ class ConvVizCallback(Callback):
         pl_module: LightningModule,
         draw: Callable[[], None],
         timed: bool,
-        fixed: bool,
+        drawing: Drawing,
     ) -> None:
         """Run ``draw``, timed and charged unless it charges itself, and note the step."""
-        self._fixed_drawing = fixed
+        self._drawing_made = drawing
         if timed:
-            with self._drawing(trainer, pl_module, fixed):
+            with self._drawing(trainer, pl_module, drawing):
                 draw()
         else:
             draw()
         self._drawn_at = trainer.global_step
 
     @contextlib.contextmanager
-    def _drawing(self, trainer: Trainer, pl_module: LightningModule, fixed: bool) -> Iterator[None]:
-        """Time a drawing (the device synchronised at both ends), charge it to the budget, as a
-        first or last one (``fixed``) or one in between, and log its seconds. A drawing expected
+    def _drawing(
+        self, trainer: Trainer, pl_module: LightningModule, drawing: Drawing
+    ) -> Iterator[None]:
+        """Time a drawing (the device synchronised at both ends), charge it to the budget as
+        the first, one in between or the last, and log its seconds. A drawing expected
         to take more than a second is announced, so that a paused progress bar has a reason on
         screen."""
         name = type(self).__name__
@@ -472,18 +480,18 @@ class ConvVizCallback(Callback):
             yield
         finally:
             _synchronize(pl_module)
-            self.charge(trainer, time.perf_counter() - start, fixed)
+            self.charge(trainer, time.perf_counter() - start, drawing)
 
-    def charge(self, trainer: Trainer, seconds: float, fixed: bool) -> None:
-        """Count a drawing of ``seconds`` against the budget (``fixed``: a first or last one,
-        counted apart) and log its seconds as ``cost/<callback>``, with the shares of the fit
+    def charge(self, trainer: Trainer, seconds: float, drawing: Drawing) -> None:
+        """Count a drawing of ``seconds`` against the budget (the first and last counted
+        apart) and log its seconds as ``cost/<callback>``, with the shares of the fit
         so far of the drawings in between (``cost/share``) and of the first and last ones
         (``cost/fixed_share``)."""
         name = type(self).__name__
         self.last_drawing_seconds = seconds
         if self._budget is None:
             return
-        self._budget.charge(name, seconds, fixed)
+        self._budget.charge(name, seconds, drawing)
         self._log_scalars(
             trainer,
             {
@@ -549,7 +557,7 @@ class EpochDrawingCallback(ConvVizCallback):
     def _draw_first(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The drawing at the start of training (always made)."""
         self._note_due(trainer)
-        self._draw_now(trainer, pl_module, fixed=True)
+        self._draw_now(trainer, pl_module, "first")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         on_cadence = (trainer.current_epoch + 1) % self.every_n_epochs == 0
@@ -558,9 +566,9 @@ class EpochDrawingCallback(ConvVizCallback):
         if on_cadence:
             self._note_due(trainer)
         # the first one, and the last epoch's (the end of the time-lapse), are always made
-        fixed = self._drawn_at is None or last_epoch(trainer)
-        if self._may_draw(trainer, fixed):
-            self._draw_now(trainer, pl_module, fixed)
+        drawing = self._due_drawing(trainer)
+        if self._may_draw(trainer, drawing):
+            self._draw_now(trainer, pl_module, drawing)
         else:
             self._postponed = True
 
@@ -568,12 +576,12 @@ class EpochDrawingCallback(ConvVizCallback):
         if self._enabled and self._drawn_at != trainer.global_step:
             if not self._postponed:  # else it is the postponed due drawing, made now
                 self._note_due(trainer)
-            self._draw_now(trainer, pl_module, fixed=True)
+            self._draw_now(trainer, pl_module, "last")
 
-    def _draw_now(self, trainer: Trainer, pl_module: LightningModule, fixed: bool) -> None:
+    def _draw_now(self, trainer: Trainer, pl_module: LightningModule, drawing: Drawing) -> None:
         """Draw now on global rank zero, timed and charged to the budget."""
         if trainer.is_global_zero:
-            with self._drawing(trainer, pl_module, fixed):
+            with self._drawing(trainer, pl_module, drawing):
                 self._draw(trainer, pl_module)
         self._postponed = False
         self._drawn_at = trainer.global_step

@@ -35,14 +35,18 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-__all__ = ["Account", "Budget", "DiagnosticsBudget", "budget_for"]
+__all__ = ["Account", "Budget", "DiagnosticsBudget", "Drawing", "budget_for"]
 
 #: The share of the fit's time the drawings may take when no DiagnosticsBudget says otherwise.
 DEFAULT_SHARE = 0.10
+
+#: Which drawing of a callback's fit: its first, one in between, or its last (also when it is
+#: the first too). The first and the last are the fixed cost; those in between, the share's.
+Drawing = Literal["first", "between", "last"]
 
 
 @dataclass
@@ -67,6 +71,8 @@ class Account:
     peak_required: float = 0.0
     #: Drawings that fell due since the latest drawing (more than one: some were held back).
     due_since_drawing: int = 0
+    #: The last drawing of the fit is made.
+    finished: bool = False
 
     @property
     def priority(self) -> float:
@@ -100,10 +106,10 @@ class Budget:
         >>> budget = Budget(max_share=0.1, clock=iter([0.0, 10.0, 10.0, 10.0]).__next__)
         >>> budget.start()
         >>> budget.charge("FilterMonitor", 0.2)  # a drawing in between: 0.2 s of the share
-        >>> budget.charge("InversionMonitor", 2.0, fixed=True)  # a first drawing: apart
-        >>> budget.fit_seconds()  # 10 s so far, and the inversion's last drawing to come
-        12.0
-        >>> budget.affordable("SaliencyMonitor", 0.5)  # (0.2 + 0.5 + 0.2) / 12.5 <= 0.1
+        >>> budget.charge("InversionMonitor", 2.0, "first")  # a first drawing: apart
+        >>> budget.fit_seconds()  # 10 s so far, and both callbacks' last drawings to come
+        12.2
+        >>> budget.affordable("SaliencyMonitor", 0.5)  # (0.2 + 0.5 + 0.2) / 12.7 <= 0.1
         True
         >>> budget.affordable("InversionMonitor", 1.0)  # FilterMonitor's next 0.2 s comes first
         False
@@ -147,17 +153,18 @@ class Budget:
         """``owner``'s account (opened on first use)."""
         return self.accounts.setdefault(owner, Account())
 
-    def charge(self, owner: str, seconds: float, fixed: bool = False) -> None:
-        """Count a drawing of ``owner`` that took ``seconds``: against the share, or apart
-        (``fixed``: a first or last drawing). Its seconds are what ``owner``'s next drawing is
-        expected to cost."""
+    def charge(self, owner: str, seconds: float, drawing: Drawing = "between") -> None:
+        """Count ``owner``'s ``drawing`` that took ``seconds``: against the share (one in
+        between), or apart (its first or last). Its seconds are what ``owner``'s next drawing
+        is expected to cost."""
         account, seconds = self.account(owner), max(seconds, 0.0)
-        if fixed:
-            account.fixed += seconds
-            account.made_fixed += 1
-        else:
+        if drawing == "between":
             account.spent += seconds
             account.made_between += 1
+        else:
+            account.fixed += seconds
+            account.made_fixed += 1
+            account.finished = drawing == "last"
         account.expected = seconds
         account.due_since_drawing = 0
 
@@ -167,8 +174,8 @@ class Budget:
 
     def fit_seconds(self) -> float:
         """The fit's seconds so far, with the last drawing still to come of each callback that
-        made its first (certain: it is always made) counted at its expected seconds."""
-        coming = sum(a.expected for a in self.accounts.values() if a.made_fixed == 1)
+        has drawn (certain: it is always made) counted at its expected seconds."""
+        coming = sum(a.expected for a in self.accounts.values() if a.made and not a.finished)
         return self.elapsed() + coming
 
     def share(self) -> float:

@@ -24,6 +24,7 @@ from lightning_convviz.callbacks.base import (
     collecting_epoch,
     inputs_from_batch,
 )
+from lightning_convviz.callbacks.budget import Drawing
 from lightning_convviz.callbacks.probe import labels_from_batch
 from lightning_convviz.callbacks.samples import SampleCollector
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
@@ -56,8 +57,8 @@ class _Job:
     pictures: torch.Tensor
     #: Threads of the t-SNE.
     threads: int
-    #: A first or last embedding (charged apart from the budget's share).
-    fixed: bool = False
+    #: Which drawing of the fit (the first and last are charged apart from the share).
+    drawing: Drawing = "between"
 
 
 @dataclass
@@ -283,7 +284,7 @@ class EmbeddingMonitor(ConvVizCallback):
             self._draw_collected(
                 trainer,
                 pl_module,
-                lambda: submit(trainer, dataclasses.replace(job, fixed=self._fixed_drawing)),
+                lambda: submit(trainer, dataclasses.replace(job, drawing=self._drawing_made)),
                 timed=False,
             )
         self.stall_seconds.append(time.perf_counter() - start)
@@ -401,7 +402,7 @@ class EmbeddingMonitor(ConvVizCallback):
     def _write(self, trainer: Trainer, result: _Result) -> None:
         self.embedding_seconds.append(result.seconds)
         # the t-SNE's time is the drawing's (in the background, it shares the machine)
-        self.charge(trainer, result.seconds, result.job.fixed)
+        self.charge(trainer, result.seconds, result.job.drawing)
         self.embedded_samples.append(len(result.job.codes))
         rank_zero_info(
             f"EmbeddingMonitor: embedding of step {result.step} done in {result.seconds:.1f} s"
