@@ -1,5 +1,5 @@
 """The diagnostics' time budget: the first and last drawings always made and counted apart, the
-drawings in between within the share, cheapest first."""
+drawings in between within the share, cheap first and nobody starved."""
 
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def test_a_drawing_that_misses_due_frames_moves_up_the_queue() -> None:
     assert budget.accounts["Dear"].priority == 0.5
 
 
-def test_cheapest_first_a_cheap_drawing_is_not_held_back_by_a_dear_one() -> None:
+def test_cheap_first_a_cheap_drawing_is_not_held_back_by_a_dear_one() -> None:
     """Both are due every second of training, the dear one asked first (the order of the
     Trainer's callbacks): the cheap one is made every time, the dear one when the share leaves
     room beside the cheap one's next drawing, and the share holds at every moment."""

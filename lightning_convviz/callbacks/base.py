@@ -465,9 +465,8 @@ class ConvVizCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, drawing: Drawing
     ) -> Iterator[None]:
         """Time a drawing (the device synchronised at both ends), charge it to the budget as
-        the first, one in between or the last, and log its seconds. A drawing expected
-        to take more than a second is announced, so that a paused progress bar has a reason on
-        screen."""
+        the first, one in between or the last, and log its seconds. A drawing expected to take
+        more than a second is announced, so that a paused progress bar has a reason on screen."""
         name = type(self).__name__
         if self.last_drawing_seconds > 1.0 and trainer.is_global_zero:
             rank_zero_info(
@@ -483,9 +482,9 @@ class ConvVizCallback(Callback):
             self.charge(trainer, time.perf_counter() - start, drawing)
 
     def charge(self, trainer: Trainer, seconds: float, drawing: Drawing) -> None:
-        """Count a drawing of ``seconds`` against the budget (the first and last counted
-        apart) and log its seconds as ``cost/<callback>``, with the shares of the fit
-        so far of the drawings in between (``cost/share``) and of the first and last ones
+        """Count a drawing of ``seconds`` against the budget (the first and last counted apart)
+        and log its seconds as ``cost/<callback>``, with the shares of the fit so far of the
+        drawings in between (``cost/share``) and of the first and last ones
         (``cost/fixed_share``)."""
         name = type(self).__name__
         self.last_drawing_seconds = seconds

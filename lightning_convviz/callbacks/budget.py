@@ -280,7 +280,7 @@ class DiagnosticsBudget(Callback):
     Add it beside the other callbacks; without it the share is 10 %. Every lightning_convviz
     callback of the Trainer shares it (see :mod:`lightning_convviz.callbacks.budget`): the
     first and the last drawing of each callback are always made and counted apart, the drawings
-    in between stay within the share (cheapest first; a due drawing that would go over is
+    in between stay within the share (cheap first; a due drawing that would go over is
     postponed to a later epoch), and each drawing's seconds are logged as ``cost/<callback>``,
     with the shares of the fit so far as ``cost/share`` (in between) and ``cost/fixed_share``
     (first and last).
