@@ -163,6 +163,27 @@ def test_the_last_drawing_still_to_come_counts_in_the_fit() -> None:
     assert budget.fit_seconds() == 10.0 and budget.share() == pytest.approx(0.03)
 
 
+def test_the_share_that_would_have_made_every_frame() -> None:
+    budget = Budget(max_share=0.1, clock=lambda: 20.0)
+    budget.start()
+    budget._started = 0.0  # 20 s of fit
+    for owner, cost, between, due in (
+        ("Cheap", 0.05, 4, 10),
+        ("Mid", 0.1, 2, 10),
+        ("Dear", 1, 0, 3),
+    ):
+        budget.charge(owner, cost, "first")
+        for _ in range(between):
+            budget.charge(owner, cost)
+        for _ in range(due):
+            budget.note_due(owner)
+    # every frame of Mid: its 9 frames in between at 0.1 s, the cheap one's 9 at 0.05 s, and
+    # the dear one a frame each time it would be ahead (about 0.1 s per due frame, 2 of them),
+    # over the fit without the 0.4 s of frames in between it had
+    wanted = 9 * 0.1 + 9 * 0.05 + 2 * 0.1
+    assert budget.share_for_all("Mid") == pytest.approx(wanted / (20 - 0.4 + wanted))
+
+
 def test_a_drawing_that_misses_due_frames_moves_up_the_queue() -> None:
     budget = Budget(max_share=0.1, clock=lambda: 0.0)
     budget.start()

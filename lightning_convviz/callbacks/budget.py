@@ -229,17 +229,19 @@ class Budget:
 
     def share_for_all(self, owner: str) -> float:
         """About the ``max_share`` that would have made every due drawing of ``owner``, from the
-        measured costs: its held-back drawings and those of the callbacks cheaper than it (which
-        come first) added to the drawings in between and to the fit's time, or the largest share
-        that one of its postponed drawings needed at its moment, whichever is larger."""
-        cost = self.account(owner).expected
-        extra = sum(
-            account.held_back * account.mean_between
-            for other, account in self.accounts.items()
-            if other == owner or account.expected < cost
+        measured costs. Made every time, a drawing of ``c`` seconds stays at the head of the
+        queue until another callback's of ``c_j > c`` seconds has missed about ``c_j / c``
+        frames, so each callback would spend about ``min(c_j, c)`` seconds per due frame in
+        between: those seconds, over the fit without its frames in between plus them (or the
+        largest share that one of ``owner``'s postponed drawings needed at its moment, if
+        larger)."""
+        cost = self.account(owner).mean_between
+        wanted = sum(
+            max(account.due - account.made_fixed, 0) * min(account.mean_between, cost)
+            for account in self.accounts.values()
         )
-        elapsed = self.elapsed() + extra
-        overall = (self.total() + extra) / elapsed if elapsed > 0 else 0.0
+        fit = self.elapsed() - self.total() + wanted
+        overall = wanted / fit if fit > 0 else 0.0
         return max(overall, self.account(owner).peak_required)
 
     def report(self) -> list[str]:
