@@ -186,11 +186,9 @@ class Budget:
 
     def fixed_share(self) -> float:
         """The first and last drawings: their share of the fit's time so far."""
-        return self._of_elapsed(sum(account.fixed for account in self.accounts.values()))
-
-    def _of_elapsed(self, seconds: float) -> float:
         elapsed = self.elapsed()
-        return seconds / elapsed if elapsed > 0 else 0.0
+        fixed = sum(account.fixed for account in self.accounts.values())
+        return fixed / elapsed if elapsed > 0 else 0.0
 
     def required_share(self, owner: str, estimate: float) -> float:
         """The smallest ``max_share`` that would allow a drawing of ``owner`` expected to take
