@@ -21,6 +21,7 @@ __all__ = [
     "heat_overlay",
     "heat_overlays",
     "image_for_display",
+    "images_for_display",
     "labelled_grid",
     "normalize_per_tile",
     "scale_to_unit",
@@ -111,10 +112,16 @@ def image_for_display(image: torch.Tensor) -> torch.Tensor:
 
     Three channels are shown as RGB, one as grey; other channel counts show the first channel.
     """
-    if image.shape[0] != 3:
-        image = image[:1]
-    shown = normalize_per_tile(image.reshape(1, -1)).view_as(image)
-    return shown.expand(3, -1, -1) if shown.shape[0] == 1 else shown
+    return images_for_display(image[None])[0]
+
+
+def images_for_display(images: torch.Tensor) -> torch.Tensor:
+    """:func:`image_for_display` of each model input ``N x C x H x W``, each contrast-stretched
+    on its own: ``N x 3 x H x W``."""
+    images = images.detach().float()
+    if images.shape[1] != 3:
+        images = images[:, :1]
+    return normalize_per_tile(images).expand(-1, 3, -1, -1)
 
 
 def activation_map_panel(
@@ -228,10 +235,7 @@ def heat_overlays(
 ) -> torch.Tensor:
     """:func:`heat_overlay` of each image ``N x C x H x W`` with its map ``N x h x w``, made
     together: ``N x 3 x H x W``."""
-    images = images.detach().float().cpu()
-    count = images.shape[0]
-    shown = images if images.shape[1] == 3 else images[:, :1]
-    shown = normalize_per_tile(shown.reshape(count, -1)).view_as(shown)
+    shown = images_for_display(images.cpu())
     grey = shown.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     heats = heats.detach().float().cpu()
     if heats.shape[1:] != shown.shape[2:]:
@@ -281,10 +285,7 @@ def thumbnails(images: torch.Tensor, side: int) -> torch.Tensor:
     Each image is contrast-stretched on its own (see :func:`image_for_display`) and resized
     with area averaging (bilinear when enlarging).
     """
-    images = images.detach().float()
-    if images.shape[1] != 3:
-        images = images[:, :1]
-    shown = normalize_per_tile(images).expand(-1, 3, -1, -1)
+    shown = images_for_display(images)
     mode = "area" if min(images.shape[2:]) >= side else "bilinear"
     resized: torch.Tensor = F.interpolate(shown, size=(side, side), mode=mode)
     return resized.clamp(0, 1)
