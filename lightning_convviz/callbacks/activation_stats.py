@@ -16,7 +16,7 @@ from lightning_convviz.callbacks.base import (
     check_positive_int,
 )
 from lightning_convviz.functional.activity import (
-    channel_positive_counts,
+    accumulate_positive_counts,
     dead_channels,
     dead_fraction,
     sparsity,
@@ -145,13 +145,7 @@ class ActivationStatsMonitor(ConvVizCallback):
             return
         assert self._sites is not None
         output = output.detach().movedim(self._sites.channel_dim(site), 1)
-        counts = channel_positive_counts(output)
-        elements = output.numel() // output.shape[1]
-        previous = self._current.get(site)
-        if previous is None or previous[0].shape != counts.shape:
-            self._current[site] = (counts, elements)
-        else:
-            self._current[site] = (previous[0].to(counts.device) + counts, previous[1] + elements)
+        accumulate_positive_counts(self._current, site, output)
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int

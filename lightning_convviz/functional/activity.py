@@ -6,9 +6,20 @@ positive; after a ReLU, the other elements are exact zeros.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, MutableMapping
+from typing import TypeVar
+
 import torch
 
-__all__ = ["channel_positive_counts", "dead_channels", "dead_fraction", "sparsity"]
+__all__ = [
+    "accumulate_positive_counts",
+    "channel_positive_counts",
+    "dead_channels",
+    "dead_fraction",
+    "sparsity",
+]
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
@@ -43,6 +54,38 @@ def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
         dtype = torch.float32 if per_map < 2**24 else torch.float64
         positive = positive.sum(dim=tuple(range(2, activation.ndim)), dtype=dtype)
     return positive.sum(dim=0, dtype=torch.float64).to(torch.int64)
+
+
+def accumulate_positive_counts(
+    totals: MutableMapping[Key, tuple[torch.Tensor, int]],
+    key: Key,
+    activation: torch.Tensor,
+) -> None:
+    """Add one batch's positive counts per channel (dim 1) and its elements per channel to
+    ``totals[key]``: the running sums from which dead filters and sparsity are read.
+
+    A key whose channel count changed starts again. Runs on the activation's device with no
+    host synchronisation.
+
+    Example:
+        >>> totals = {}
+        >>> accumulate_positive_counts(totals, "relu", torch.tensor([[1.0, -1.0]]))
+        >>> accumulate_positive_counts(totals, "relu", torch.tensor([[2.0, -3.0]]))
+        >>> totals["relu"]
+        (tensor([2, 0]), 2)
+
+    Args:
+        totals: Running ``(counts, elements per channel)`` by key; updated in place.
+        key: Which running sum (a layer's call site).
+        activation: ``N x C x ...``.
+    """
+    counts = channel_positive_counts(activation)
+    elements = activation.numel() // max(activation.shape[1], 1)
+    previous = totals.get(key)
+    if previous is None or previous[0].shape != counts.shape:
+        totals[key] = (counts, elements)
+    else:
+        totals[key] = (previous[0].to(counts.device) + counts, previous[1] + elements)
 
 
 def sparsity(
