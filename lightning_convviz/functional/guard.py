@@ -12,7 +12,18 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["eager_forward", "grad_enabled", "in_diagnostic", "preserved_state"]
+__all__ = [
+    "RandomState",
+    "eager_forward",
+    "grad_enabled",
+    "in_diagnostic",
+    "preserved_state",
+    "random_state",
+    "replayed_random_state",
+]
+
+#: The global torch random state: CPU, and every initialised CUDA device (or ``None``).
+RandomState = tuple[torch.Tensor, list[torch.Tensor] | None]
 
 _diagnostics_running = 0
 
@@ -29,6 +40,7 @@ def preserved_state(
     *,
     eval_mode: bool = True,
     inputs: Sequence[torch.Tensor] = (),
+    buffers: bool = False,
 ) -> Iterator[nn.Module]:
     """Run a diagnostic on ``model`` and put everything it could touch back as it was.
 
@@ -48,18 +60,16 @@ def preserved_state(
         model: The network to protect.
         eval_mode: Put the model in eval mode for the block (no dropout, no BatchNorm update).
         inputs: Tensors whose ``requires_grad`` the block may change.
+        buffers: Also put every buffer's values back (for a forward pass in training mode,
+            which updates BatchNorm's running statistics and batch count).
 
     Yields:
         ``model``.
     """
     training_flags = [(module, module.training) for module in model.modules()]
     requires_grad = [(tensor, tensor.requires_grad) for tensor in inputs]
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = (
-        torch.cuda.get_rng_state_all()
-        if torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
-        else None
-    )
+    rng = random_state()
+    saved_buffers = [(b, b.detach().clone()) for b in model.buffers()] if buffers else []
     grads = [
         (param, None if param.grad is None else param.grad.detach().clone())
         for param in model.parameters()
@@ -80,9 +90,10 @@ def preserved_state(
         for tensor, flag in requires_grad:
             if tensor.is_leaf:
                 tensor.requires_grad_(flag)
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
+        _set_random_state(rng)
+        with torch.no_grad():
+            for buffer, value in saved_buffers:
+                buffer.copy_(value)
         for param, grad in grads:
             if grad is None:
                 param.grad = None
@@ -90,6 +101,44 @@ def preserved_state(
                 param.grad = grad
             else:
                 param.grad.copy_(grad)  # keeps the tensor object the optimizer may hold
+
+
+def random_state() -> RandomState:
+    """The global torch random state now (CPU, and every initialised CUDA device)."""
+    cuda = (
+        torch.cuda.get_rng_state_all()
+        if torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        else None
+    )
+    return torch.get_rng_state(), cuda
+
+
+def _set_random_state(state: RandomState) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+@contextmanager
+def replayed_random_state(state: RandomState) -> Iterator[None]:
+    """Run the block from an earlier random state (the same dropout masks as then); on exit the
+    random state is as on entry.
+
+    Example:
+        >>> earlier = random_state()
+        >>> first = torch.rand(2)
+        >>> with replayed_random_state(earlier):
+        ...     again = torch.rand(2)
+        >>> bool((first == again).all())
+        True
+    """
+    now = random_state()
+    _set_random_state(state)
+    try:
+        yield
+    finally:
+        _set_random_state(now)
 
 
 @contextmanager
