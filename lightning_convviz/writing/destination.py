@@ -140,6 +140,12 @@ class Destination(ABC):
         """Group scalars into multi-line charts (``title: [tag regexes]``), where the logger
         has such dashboards (TensorBoard); elsewhere nothing."""
 
+    def hyperparameters(self, params: dict[str, float | str], metric_tags: list[str]) -> None:
+        """Record the run's settings and outcome so that runs compare side by side (the
+        logger's run table); ``metric_tags`` names scalars already logged that belong beside
+        them (TensorBoard's HParams tab shows their latest values)."""
+        self.logger.log_hyperparams(params)
+
     def flush(self) -> None:  # noqa: B027 (optional)
         """Make what was written visible (files closed, queues drained)."""
 

@@ -86,5 +86,15 @@ class TensorBoardDestination(Destination):
                 {DASHBOARD: {title: ["Multiline", tags] for title, tags in charts.items()}}
             )
 
+    def hyperparameters(self, params: dict[str, float | str], metric_tags: list[str]) -> None:
+        # the HParams tab's table: these values, and the latest value of each metric tag
+        # (written here directly: the logger's log_hyperparams would log the metrics at step 0)
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = {self.prefixed(tag): 0.0 for tag in metric_tags}
+        writer = self.writer._get_file_writer()
+        for summary in hparams(params, metrics):  # type: ignore[no-untyped-call]
+            writer.add_summary(summary)
+
     def flush(self) -> None:
         self.writer.flush()

@@ -93,6 +93,9 @@ class Writers:
     def projector(self, tag: str, embedding: EmbeddingPoints, step: int) -> None:
         self._each(lambda d: d.projector(tag, embedding, step))
 
+    def hyperparameters(self, params: dict[str, float | str], metric_tags: list[str]) -> None:
+        self._each(lambda d: d.hyperparameters(params, metric_tags))
+
     def layout_once(self, charts: dict[str, list[str]]) -> None:
         """Write the dashboard layout (see :meth:`Destination.layout`), once per Trainer."""
         if not self._layout_written:
