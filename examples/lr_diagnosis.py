@@ -7,12 +7,12 @@ doctor's verdict and evidence for each:
 * too high: Adam, lr 3e-2 (most filters of the deeper layers die);
 * too low: SGD with momentum, lr 1e-4 (the weights barely move).
 
-``--grid`` instead sweeps 7 Adam and 6 SGD learning rates and prints a table of verdicts with
-the validation accuracy, for judging the doctor.
+The grid of architectures, optimizers and learning rates that the doctor is judged on is
+``benchmarks/lr_doctor_grid.py``.
 
 Usage::
 
-    python examples/lr_diagnosis.py [--epochs 5] [--logdir runs/lr_diagnosis] [--grid]
+    python examples/lr_diagnosis.py [--epochs 5] [--logdir runs/lr_diagnosis] [--figures DIR]
     .venv/bin/tensorboard --logdir runs/lr_diagnosis
 """
 
@@ -30,10 +30,6 @@ SETTINGS = {
     "good (Adam 1e-3)": ("adam", 1e-3),
     "too high (Adam 3e-2)": ("adam", 3e-2),
     "too low (SGD 1e-4)": ("sgd", 1e-4),
-}
-GRID = {
-    "adam": (1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-    "sgd": (1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1),
 }
 
 
@@ -60,23 +56,31 @@ def write_figures(runs: dict[str, str], folder: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     folder.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(11, 3.6), dpi=100)
+    figure = Figure(figsize=(13, 3.6), dpi=100)
     canvas = FigureCanvasAgg(figure)
-    dead_axes, ratio_axes = figure.subplots(1, 2)
+    alpha_axes, ratio_axes, dead_axes = figure.subplots(1, 3)
     for label, log_dir in runs.items():
         events = EventAccumulator(log_dir, size_guidance={"scalars": 0, "images": 0})
         events.Reload()
+        alpha = events.Scalars("lr_doctor/alpha")
+        alpha_axes.plot([e.step for e in alpha], [e.value for e in alpha], "o-", label=label)
+        ratio = events.Scalars("lr_doctor/update_ratio/features.3")
+        ratio_axes.semilogy([e.step for e in ratio], [e.value for e in ratio], "o-", label=label)
         dead = events.Scalars("lr_doctor/dead_fraction/features.7")
         dead_axes.plot([e.step for e in dead], [e.value for e in dead], "o-", label=label)
-        ratio = events.Scalars("lr_doctor/update_ratio/features.3")
-        ratio_axes.semilogy([e.step for e in ratio], [e.value for e in ratio], label=label)
         image = events.Images("filters/features.0")[-1].encoded_image_string
         (folder / f"lr_filters_{label.split(' (')[0].replace(' ', '_')}.png").write_bytes(image)
-    dead_axes.set(title="dead filters, third conv block", xlabel="step", ylim=(-0.05, 1.05))
+    alpha_axes.axhline(0, color="grey", linestyle=":")
+    alpha_axes.set(
+        title="alpha (0: lands at the minimum, 1: overshoots)",
+        xlabel="step",
+        ylim=(-1.1, 3.0),
+    )
     ratio_axes.axhline(1e-3, color="grey", linestyle=":", label="1e-3 (rule of thumb)")
     ratio_axes.set(title="update/weight ratio, second conv", xlabel="step")
-    dead_axes.legend(fontsize=8)
-    ratio_axes.legend(fontsize=8)
+    dead_axes.set(title="dead filters, third conv block", xlabel="step", ylim=(-0.05, 1.05))
+    for axes in (alpha_axes, ratio_axes, dead_axes):
+        axes.legend(fontsize=7)
     figure.tight_layout()
     canvas.print_png(str(folder / "lr_signals.png"))
 
@@ -85,30 +89,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--logdir", default="runs/lr_diagnosis")
-    parser.add_argument("--grid", action="store_true", help="sweep learning rates instead")
     parser.add_argument("--figures", default=None, help="also write comparison PNGs here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    if args.grid:
-        print("| optimizer | lr | val accuracy | verdict | evidence |")
-        print("|---|---|---|---|---|")
-        for optimizer, rates in GRID.items():
-            for lr in rates:
-                verdict, accuracy, doctor = diagnose(
-                    optimizer, lr, args.epochs, args.logdir, f"grid_{optimizer}_{lr:g}"
-                )
-                active = "; ".join(f.evidence for f in doctor.findings if f.key in doctor._active)
-                print(
-                    f"| {optimizer} | {lr:g} | {accuracy:.3f} | {verdict} | {active} |", flush=True
-                )
-        return
     runs = {}
     for name, (optimizer, lr) in SETTINGS.items():
         run = name.split(" (")[0].replace(" ", "_")
         verdict, accuracy, doctor = diagnose(optimizer, lr, args.epochs, args.logdir, run)
         runs[f"{name}: {verdict}"] = f"{args.logdir}/{run}/version_0"
-        print(f"\n== {name}: validation accuracy {accuracy:.3f}")
+        print(
+            f"\n== {name}: validation accuracy {accuracy:.3f}, suggested lr {doctor.suggested_lr}"
+        )
         print(doctor.summary())
     if args.figures:
         write_figures(runs, Path(args.figures))

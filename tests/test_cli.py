@@ -38,7 +38,7 @@ def test_every_callback_is_configured_from_yaml(tmp_path: Path) -> None:
     assert set(expected.values()) <= set(by_type)  # all 12 callbacks, from YAML
     assert by_type[convviz.OcclusionMonitor].stride == [4, 4]
     assert by_type[convviz.SaliencyMonitor].methods == ("saliency", "guided_backprop", "grad_cam")
-    assert by_type[convviz.LearningRateDoctor].high_update_ratio == 0.05
+    assert by_type[convviz.LearningRateDoctor].rules.alpha_high == 2.0
     assert by_type[convviz.ActivationMapMonitor].layers == ["features.1", "features.4"]
     events = read_events(Path(cli.trainer.logger.log_dir))
     images = set(events.Tags()["images"])

@@ -144,6 +144,7 @@ def clone_for_autograd(tensor: torch.Tensor) -> torch.Tensor:
 #: Training-time hooks whose failures become a warning instead of ending the run.
 GUARDED_HOOKS = (
     "on_train_start",
+    "on_train_epoch_start",
     "on_train_batch_start",
     "on_before_optimizer_step",
     "on_train_batch_end",

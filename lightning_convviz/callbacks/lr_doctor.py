@@ -1,115 +1,122 @@
-"""LearningRateDoctor: reads the training signals and says whether the learning rate is off."""
+"""LearningRateDoctor: measures how training steps land and says whether the learning rate is
+off, and which one to try."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_convviz.callbacks.base import ConvVizCallback, check_positive_int
-from lightning_convviz.functional.activity import channel_positive_counts
+from lightning_convviz.functional.activity import accumulate_positive_counts
 from lightning_convviz.functional.capture import conv_layers
 from lightning_convviz.functional.defaults import ACTIVATION_SITES
 from lightning_convviz.functional.filters import filter_noise_score
+from lightning_convviz.functional.guard import (
+    RandomState,
+    preserved_state,
+    random_state,
+    replayed_random_state,
+)
+from lightning_convviz.functional.lr_judgement import (
+    EpochSignals,
+    Finding,
+    Judgement,
+    JudgementRules,
+    StepSignals,
+    Verdict,
+    cockpit_alpha,
+    judge_learning_rate,
+)
 from lightning_convviz.functional.sites import CallSites, Site
 
 __all__ = ["Finding", "LearningRateDoctor", "Verdict"]
 
-#: The doctor's conclusion.
-Verdict = Literal["too high", "too low", "healthy so far"]
 _VERDICT_VALUE = {"too low": -1.0, "healthy so far": 0.0, "too high": 1.0}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One piece of evidence: which way it points and what was seen."""
-
-    key: str
-    points_to: Verdict
-    evidence: str
-
-
+#: Measured steps kept for the judgement (a few floats each).
+KEPT_STEPS = 1024
 #: Update ratios kept per layer for the summary table (the latest ones).
 RECENT_RATIOS = 20
 #: CS231n's healthy update/weight ratio, logged beside the ratios as a reference line.
 HEALTHY_UPDATE_RATIO = 1e-3
 
 
-@dataclass
-class _History:
-    """What the doctor remembers between epochs: constant size per step, one loss per epoch."""
-
-    update_ratios: dict[str, list[float]] = field(default_factory=dict)  # the latest 20
-    grad_norm_count: int = 0  # gradient norms measured before the current epoch
-    largest_grad_norm: float = -math.inf  # the largest of those
-    epoch_losses: list[float] = field(default_factory=list)
-    dead: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)  # last two epochs
-    dead_since: dict[str, int] = field(default_factory=dict)  # first step over the threshold
-
-
 class LearningRateDoctor(ConvVizCallback):
-    """Diagnose a learning rate that is too high or too low from what training does, with
-    the evidence in numbers.
+    """Say whether the learning rate is too high or too low, with the evidence in numbers and a
+    learning rate to try, from how the optimizer's steps land while training.
 
-    Signals, measured every ``every_n_steps`` training steps (default: the Trainer's
-    ``log_every_n_steps``) and summarised at each epoch end:
+    On a measured step (every ``every_n_steps``; by default the Trainer's ``log_every_n_steps``,
+    but at least ``measurements_per_epoch`` times per epoch) the doctor reads:
 
-    * **update-to-weight ratio** ``||w_after - w_before|| / ||w_before||`` of each conv and
-      linear weight across one optimizer step, measured from the actual parameter change, so it
-      holds for any optimizer (CS231n's rule of thumb: around 1e-3 is healthy);
-    * **dead filters**: channels of each conv block's activation never positive over the epoch's
-      measured steps, and their trend; each call of a module is its own site
-      (``layer1.0.relu:1``, ...), found from the first forward pass as for
-      :class:`~lightning_convviz.ActivationStatsMonitor` (a model without conv block activations,
-      such as a vision transformer, goes without this signal, and an info message says so);
-    * **filter noise score** of the first convolution (Geary's ratio; 1.0 = random);
-    * **loss**: NaN or infinity (reported at the step it first appears), and divergence
-      (an epoch's mean loss above ``divergence_factor`` times the best so far that also gives
-      back a quarter of the progress since the first epoch);
-    * **gradient norm** explosions (above ``explosion_factor`` times the largest norm of the
-      earlier epochs; a plateau at the start makes healthy norms grow several-fold).
+    * **alpha**, Cockpit's effective relative step size (Schneider, Dangel and Hennig, NeurIPS
+      2021): a parabola along the update the optimizer actually made, from the batch's loss
+      before the step, the gradient's dot product with the update, and the same batch's loss
+      after it. 0: the step landed at the minimum along its direction; 1: it overshot to the
+      same height on the other side; -1: it barely moved. It holds for any optimizer, schedule
+      and architecture. The loss after the step comes from running ``training_step`` once more
+      on the same batch under ``torch.no_grad()``, in training mode, from the random state the
+      step started from (the same dropout masks), with BatchNorm buffers, gradients, the random
+      state, ``self.log``, torchmetrics states and list attributes of the module (outputs kept
+      for an epoch end) put back exactly as they were. Automatic optimization only;
+      ``replay_loss=False`` turns it off (then alpha is not measured);
+    * the **learning rate** that made the step (the largest param group's; the schedule's peak
+      from ``max_lr`` / ``initial_lr``), whether **clipping** shortened it, and whether the
+      optimizer **skipped** it (the fp16 GradScaler does so on purpose when gradients overflow);
+    * the **update-to-weight ratio** of each conv and linear weight (CS231n: around 1e-3),
+      the **gradient norm**, and the **dead filters** of each conv block's activation (counted
+      as :class:`~lightning_convviz.ActivationStatsMonitor` counts them);
+    * the **loss**: the first NaN or infinity, and each epoch's mean.
 
-    Verdict, re-judged at every epoch end: "too high" when a high-side finding holds (once seen,
-    a non-finite loss, divergence or exploding gradients hold for good; the median over layers
-    of an epoch's update ratios above ``high_update_ratio``, from the second epoch on; more than
-    ``dead_fraction_high`` of a layer's filters dead and not recovering); else "too low" when
-    the median over layers of the epoch's update ratios is below ``low_update_ratio``, or the
-    loss after 3 or more epochs is still above ``slow_loss_fraction`` of the first epoch's;
-    otherwise "healthy so far". Each new finding is one rank-zero warning (never repeated); a
-    markdown summary is written to TensorBoard's text tab every epoch. The doctor never changes
-    training. State is kept in ``state_dict`` for resume; counts are summed over DDP ranks.
+    The judgement (:func:`~lightning_convviz.functional.judge_learning_rate`, a pure function
+    of these signals) runs at every epoch end: "too high" for a non-finite loss, divergence,
+    exploding gradients, a recent median alpha above ``alpha_high`` or most of a layer's filters
+    dead; "too low" for a recent median alpha below ``alpha_low``; else "healthy so far". Steps
+    at less than half the schedule's peak learning rate are not judged for size (a warmup is
+    small on purpose). When not healthy, :attr:`suggested_lr` is the learning rate (for a
+    schedule: its peak) at which the parabola puts alpha near good runs' value. Each new finding
+    is one rank-zero warning; a markdown summary goes to TensorBoard's text tab every epoch; at
+    the end of fit the learning rate, optimizer, scheduler, verdict and suggestion are logged
+    as hyperparameters, so that a sweep reads as one table (TensorBoard's HParams tab, W&B's and
+    MLflow's run tables). The doctor never changes training. Its state is kept in
+    ``state_dict`` for resume; under DDP the losses are averaged and counts summed over ranks.
 
     Example:
         >>> from pytorch_lightning import Trainer
-        >>> doctor = LearningRateDoctor(high_update_ratio=0.05)
-        >>> trainer = Trainer(callbacks=[doctor])  # then: doctor.verdict, doctor.findings
+        >>> doctor = LearningRateDoctor()
+        >>> trainer = Trainer(callbacks=[doctor])  # then: doctor.verdict, doctor.suggested_lr
 
     Logged tags:
-        * ``lr_doctor/update_ratio/<layer>``, ``lr_doctor/grad_norm`` (scalars, every
-          ``every_n_steps``), with ``lr_doctor/update_ratio_reference``, the healthy 1e-3, so
-          that the dashboard's chart of every layer's ratio shows it as a line;
-        * ``lr_doctor/dead_fraction/<layer>``, ``lr_doctor/noise_score/<layer>``,
-          ``lr_doctor/epoch_loss``, ``lr_doctor/verdict`` (-1 too low, 0 healthy, 1 too high)
+        * ``lr_doctor/alpha``, ``lr_doctor/lr``, ``lr_doctor/grad_norm``,
+          ``lr_doctor/update_ratio/<layer>`` (scalars, every measured step), with
+          ``lr_doctor/update_ratio_reference``, the healthy 1e-3, as a line beside the ratios;
+        * ``lr_doctor/alpha_smoothed``, ``lr_doctor/dead_fraction/<layer>``,
+          ``lr_doctor/noise_score/<layer>``, ``lr_doctor/epoch_loss``, ``lr_doctor/verdict``
+          (-1 too low, 0 healthy, 1 too high), ``lr_doctor/suggested_lr`` (when not healthy)
           (scalars, every epoch);
-        * ``lr_doctor/summary`` (text, every epoch).
+        * ``lr_doctor/summary`` (text, every epoch);
+        * hyperparameters ``lr_doctor/lr``, ``lr_doctor/optimizer``, ``lr_doctor/scheduler``,
+          ``lr_doctor/verdict``, ``lr_doctor/suggested_lr`` (end of fit).
 
     Args:
-        every_n_steps: Measure every this many training steps.
-        high_update_ratio: Typical (median over layers of each layer's epoch median)
-            update/weight ratio above which the network learns too fast.
-        low_update_ratio: Typical update/weight ratio below which it learns too slowly.
+        every_n_steps: Measure every this many optimizer steps (``None``: the Trainer's
+            ``log_every_n_steps``, shortened to give ``measurements_per_epoch`` per epoch).
+        measurements_per_epoch: With ``every_n_steps=None``, at least this many measured steps
+            per epoch (short epochs of small datasets still give evidence every epoch).
+        alpha_high: A recent median alpha above this reads "too high" (the steps overshoot).
+        alpha_low: A recent median alpha below this reads "too low" (the steps barely move).
         dead_fraction_high: Fraction of a layer's filters dead that counts as a finding.
         divergence_factor: Epoch mean loss above this times the best epoch's is divergence.
-        explosion_factor: A gradient norm above this times the largest of earlier epochs (or not
-            finite) is an explosion.
-        slow_loss_fraction: After 3 epochs, a mean epoch loss still above this fraction of the
-            first epoch's means learning has barely started (too low).
+        explosion_factor: A gradient norm above this times the largest of earlier epochs is an
+            explosion.
+        replay_loss: Measure alpha by running ``training_step`` once more on measured steps.
 
     Raises:
         ValueError: At construction, for a threshold outside its allowed range.
@@ -123,30 +130,34 @@ class LearningRateDoctor(ConvVizCallback):
             "lr_doctor/update_ratio/",
             "lr_doctor/update_ratio_reference",
         ],
+        "alpha (0: steps land at the minimum, 1: overshoot, -1: barely move)": [
+            "lr_doctor/alpha",
+        ],
         "dead fraction (doctor), every layer": ["lr_doctor/dead_fraction/"],
         "filter noise score (doctor), every layer": ["lr_doctor/noise_score/"],
     }
-    _collective_hooks = ("on_train_epoch_end",)
+    _collective_hooks = ("on_train_batch_end", "on_train_epoch_end")
 
     def __init__(
         self,
         every_n_steps: int | None = None,
-        high_update_ratio: float = 0.03,
-        low_update_ratio: float = 2e-4,
-        dead_fraction_high: float = 0.5,
-        divergence_factor: float = 2.0,
-        explosion_factor: float = 10.0,
-        slow_loss_fraction: float = 0.9,
+        measurements_per_epoch: int = 2,
+        alpha_high: float = JudgementRules.alpha_high,
+        alpha_low: float = JudgementRules.alpha_low,
+        dead_fraction_high: float = JudgementRules.dead_fraction_high,
+        divergence_factor: float = JudgementRules.divergence_factor,
+        explosion_factor: float = JudgementRules.explosion_factor,
+        replay_loss: bool = True,
     ) -> None:
         super().__init__()
         check_positive_int("every_n_steps", every_n_steps, allow_none=True)
+        check_positive_int("measurements_per_epoch", measurements_per_epoch)
         for name, value, low, high in (
-            ("high_update_ratio", high_update_ratio, 0.0, math.inf),
-            ("low_update_ratio", low_update_ratio, 0.0, math.inf),
+            ("alpha_high", alpha_high, -1.0, math.inf),
+            ("alpha_low", alpha_low, -math.inf, math.inf),
             ("dead_fraction_high", dead_fraction_high, 0.0, 1.0),
             ("divergence_factor", divergence_factor, 1.0, math.inf),
             ("explosion_factor", explosion_factor, 1.0, math.inf),
-            ("slow_loss_fraction", slow_loss_fraction, 0.0, 1.0),
         ):
             if (
                 isinstance(value, bool)
@@ -154,39 +165,58 @@ class LearningRateDoctor(ConvVizCallback):
                 or not (low < value <= high)
             ):
                 raise ValueError(f"{name}: expected a number in ({low}, {high}], got {value!r}")
-        if not low_update_ratio < high_update_ratio:
+        if not alpha_low < alpha_high:
             raise ValueError(
-                f"low_update_ratio: expected less than high_update_ratio ({high_update_ratio}), "
-                f"got {low_update_ratio!r}"
+                f"alpha_low: expected less than alpha_high ({alpha_high}), got {alpha_low!r}"
             )
+        if not isinstance(replay_loss, bool):
+            raise ValueError(f"replay_loss: expected True or False, got {replay_loss!r}")
         self.every_n_steps = every_n_steps
-        self.high_update_ratio = float(high_update_ratio)
-        self.low_update_ratio = float(low_update_ratio)
-        self.dead_fraction_high = float(dead_fraction_high)
-        self.divergence_factor = float(divergence_factor)
-        self.explosion_factor = float(explosion_factor)
-        self.slow_loss_fraction = float(slow_loss_fraction)
+        self.measurements_per_epoch = measurements_per_epoch
+        self.rules = JudgementRules(
+            alpha_high=float(alpha_high),
+            alpha_low=float(alpha_low),
+            dead_fraction_high=float(dead_fraction_high),
+            divergence_factor=float(divergence_factor),
+            explosion_factor=float(explosion_factor),
+        )
+        self.replay_loss = replay_loss
         self._weights: dict[str, torch.Tensor] = {}
         self._sites: CallSites | None = None
         self._first_conv: tuple[str, nn.Module] | None = None
-        self._before: dict[str, torch.Tensor] = {}
-        self._grad_norm: torch.Tensor | None = None
-        self._counts: dict[Site, torch.Tensor] = {}
+        self._every = 1
+        self._counts: dict[Site, tuple[torch.Tensor, int]] = {}
         self._hooks: Any = None
+        self._random_state: RandomState | None = None
+        self._snapshot: _Snapshot | None = None
         self._loss_sum: torch.Tensor | None = None
         self._loss_steps = 0
         self._first_bad_step: torch.Tensor | None = None
-        self._history = _History()
-        self._epoch_ratios: dict[str, list[float]] = {}
-        self._epoch_grad_norms = 0
-        self._epoch_largest_grad_norm = -math.inf
+        self._replay_failed = False
         self._batch_step = 0
-        self._active: set[str] = set()
-        self._permanent: set[str] = set()
-        #: Every finding so far, in order (warned once each).
+        self._peak_lr: float | None = None
+        self._optimizer_name = ""
+        self._scheduler_name: str | None = None
+        #: The measured steps (the latest :data:`KEPT_STEPS`) and one entry per epoch.
+        self.steps: deque[StepSignals] = deque(maxlen=KEPT_STEPS)
+        self.epochs: list[EpochSignals] = []
+        self._first_nonfinite_loss_step: int | None = None
+        self._recent_ratios: dict[str, list[float]] = {}
+        self._warned: set[str] = set()
+        #: Every finding so far, in order, with its latest evidence (warned once each).
         self.findings: list[Finding] = []
-        #: The current verdict.
-        self.verdict: Verdict = "healthy so far"
+        #: The latest judgement (``None`` before the first epoch end).
+        self.judgement: Judgement | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        """The current verdict: "too high", "too low" or "healthy so far"."""
+        return self.judgement.verdict if self.judgement is not None else "healthy so far"
+
+    @property
+    def suggested_lr(self) -> float | None:
+        """A learning rate to try (for a schedule: its peak) when the verdict is not healthy."""
+        return self.judgement.suggested_lr if self.judgement is not None else None
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         convs = conv_layers(pl_module)
@@ -199,31 +229,46 @@ class LearningRateDoctor(ConvVizCallback):
             if isinstance(module, (nn.Conv2d, nn.Linear)) and module.weight.requires_grad
         }
         self._sites = CallSites(pl_module, None, ACTIVATION_SITES, collecting=True)
-        self._every: int = self.every_n_steps or trainer.log_every_n_steps  # type: ignore[attr-defined]
+        if self.replay_loss and not pl_module.automatic_optimization:
+            rank_zero_info(
+                "LearningRateDoctor: alpha is not measured under manual optimization (the loss "
+                "after a step needs Lightning's automatic optimization); the other signals are."
+            )
 
-    # -- per step --------------------------------------------------------------------------------
+    # -- when to measure -----------------------------------------------------------------------
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        every = self.every_n_steps or int(getattr(trainer, "log_every_n_steps", 50))
+        if self.every_n_steps is None:
+            batches = trainer.num_training_batches
+            if isinstance(batches, int) or math.isfinite(batches):
+                steps = int(batches) // max(int(trainer.accumulate_grad_batches), 1)
+                every = min(every, max(1, steps // self.measurements_per_epoch))
+        self._every = max(1, every)
 
     def _measuring(self, trainer: Trainer) -> bool:
         return self._enabled and trainer.global_step % self._every == 0
+
+    # -- per step ------------------------------------------------------------------------------
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._batch_step = trainer.global_step  # the step this batch belongs to, as self.log
-        if not self._measuring(trainer) or self._sites is None:
+        if not self._measuring(trainer):
             return
-
+        self._random_state = random_state()  # the replay after the step starts from here
+        if self._sites is None:
+            return
         sites = self._sites
 
         def count(site: Site, output: torch.Tensor) -> None:
             if output.ndim >= 2:
                 output = output.detach().movedim(sites.channel_dim(site), 1)
-                counts = channel_positive_counts(output)
-                previous = self._counts.get(site)
-                same = previous is not None and previous.shape == counts.shape
-                self._counts[site] = previous + counts if same else counts  # type: ignore[operator]
+                accumulate_positive_counts(self._counts, site, output)
 
-        self._hooks = self._sites.attached(self._safe(count))
+        self._release_hooks()
+        self._hooks = sites.attached(self._safe(count))
         self._hooks.__enter__()
 
     def on_before_optimizer_step(
@@ -231,76 +276,166 @@ class LearningRateDoctor(ConvVizCallback):
     ) -> None:
         if not self._measuring(trainer):
             return
-        self._before = {name: w.detach().clone() for name, w in self._weights.items()}
-        grads = [p.grad.detach().norm() for p in pl_module.parameters() if p.grad is not None]
-        self._grad_norm = torch.stack(grads).norm() if grads else None
+        params: list[torch.Tensor] = [
+            p for p in pl_module.parameters() if p.requires_grad and p.grad is not None
+        ]
+        if not params:
+            return
+        groups = getattr(optimizer, "param_groups", [])
+        largest: dict[str, Any] = max(
+            groups, key=lambda g: sum(p.numel() for p in g["params"]), default={}
+        )
+        lr = float(largest.get("lr", math.nan))
+        peak = max(float(largest.get(key) or 0.0) for key in ("max_lr", "initial_lr", "lr"))
+        self._peak_lr = max(self._peak_lr or 0.0, peak) or None
+        self._optimizer_name = type(optimizer).__name__
+        configs = getattr(trainer, "lr_scheduler_configs", [])
+        self._scheduler_name = type(configs[0].scheduler).__name__ if configs else None
+        index = {id(p): i for i, p in enumerate(params)}
+        self._snapshot = _Snapshot(
+            params=params,
+            before=[p.detach().clone() for p in params],
+            grads=[p.grad.detach().clone() for p in params],  # type: ignore[union-attr]
+            lr=lr,
+            weights={n: index[id(w)] for n, w in self._weights.items() if id(w) in index},
+        )
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self._enabled:
-            return
         self._release_hooks()
-        if self._sites is not None:
+        if self._enabled and self._sites is not None:
             self._sites_found(self._sites, without="the dead-filter signal is not measured")
-        self._track_loss(trainer, outputs)
-        if not self._before:
+        if self._enabled:
+            self._track_loss(trainer, outputs)
+        snapshot, self._snapshot = self._snapshot, None
+        # decided by the schedule alone, so that every rank votes at the same steps
+        stepped = trainer.global_step > self._batch_step and self._batch_step % self._every == 0
+        if not stepped or not self._ranks_agree(trainer) or snapshot is None:
             return
-        names = list(self._before)
-        measured = [
-            (self._weights[name].detach() - before).norm() / before.norm().clamp_min(1e-12)
-            for name, before in self._before.items()
-        ]
-        if self._grad_norm is not None:
-            measured.append(self._grad_norm)
-        if self._first_bad_step is not None:
-            measured.append(self._first_bad_step)
-        device = measured[0].device
-        exact = torch.float32 if device.type == "mps" else torch.float64  # step numbers too
-        values = torch.stack([value.to(device, exact) for value in measured]).tolist()  # one sync
-        ratios = dict(zip(names, values, strict=False))
-        self._before = {}
-        step = self._batch_step
-        metrics = {self._tag("update_ratio", name): ratio for name, ratio in ratios.items()}
-        metrics[self._tag("update_ratio_reference")] = HEALTHY_UPDATE_RATIO
+        values = self._measure(trainer, pl_module, snapshot, outputs, batch, batch_idx)
+        self._record(trainer, snapshot, values)
+
+    def _measure(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        snapshot: _Snapshot,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> list[float]:
+        """Every number of the step on the device, averaged over ranks, in one host copy:
+        loss before, loss after, slope, gradient norm, clipped norm, largest change, then one
+        update ratio per weight."""
+        with torch.no_grad():
+            deltas = [p.detach() - b for p, b in zip(snapshot.params, snapshot.before, strict=True)]
+            slope = torch.stack(
+                [
+                    torch.vdot(g.flatten().float(), d.flatten().float())
+                    for g, d in zip(snapshot.grads, deltas, strict=True)
+                ]
+            ).sum()
+            grad_norm = torch.stack([g.float().norm() for g in snapshot.grads]).norm()
+            now = [p.grad for p in snapshot.params]
+            clipped_norm = (
+                torch.stack([g.detach().float().norm() for g in now if g is not None]).norm()
+                if all(g is not None for g in now)
+                else grad_norm
+            )
+            moved = torch.stack([d.abs().amax().float() for d in deltas]).amax()
+            ratios = [
+                deltas[i].float().norm() / snapshot.before[i].float().norm().clamp_min(1e-12)
+                for i in snapshot.weights.values()
+            ]
+        nan = torch.full((), math.nan, device=slope.device)
+        loss_before = _loss_of(outputs)
+        scale = float(max(int(getattr(trainer, "accumulate_grad_batches", 1)), 1))
+        loss_before = nan if loss_before is None else loss_before.detach().float() * scale
+        loss_after = self._replayed_loss(trainer, pl_module, batch, batch_idx)
+        loss_after = nan if loss_after is None else loss_after
+        stacked = torch.stack(
+            [
+                value.to(slope.device, torch.float64)
+                for value in (loss_before, loss_after, slope, grad_norm, clipped_norm, moved)
+            ]
+            + [ratio.to(slope.device, torch.float64) for ratio in ratios]
+        )
+        if trainer.world_size > 1:
+            stacked = trainer.strategy.reduce(stacked, reduce_op="mean")
+        values: list[float] = stacked.tolist()  # the one host copy of this measured step
+        return values
+
+    def _record(self, trainer: Trainer, snapshot: _Snapshot, values: list[float]) -> None:
+        loss_before, loss_after, slope, grad_norm, clipped_norm, moved = values[:6]
+        ratios = dict(zip(snapshot.weights, values[6:], strict=True))
+        skipped = moved == 0.0
+        clip = getattr(trainer, "gradient_clip_val", None)
+        clipped = bool(clip) and clipped_norm < grad_norm * (1 - 1e-6)
+        alpha = None if skipped else cockpit_alpha(loss_before, loss_after, slope)
+        finite_ratios = [r for r in ratios.values() if math.isfinite(r)]
+        step = StepSignals(
+            step=self._batch_step,
+            lr=snapshot.lr,
+            alpha=alpha,
+            update_ratio=statistics.median(finite_ratios) if finite_ratios else math.nan,
+            grad_norm=grad_norm,
+            skipped=skipped,
+            clipped=clipped,
+            loss=loss_before,
+            loss_after=loss_after,
+            slope=slope,
+        )
+        self.steps.append(step)
         for name, ratio in ratios.items():
-            recent = self._history.update_ratios.setdefault(name, [])
+            recent = self._recent_ratios.setdefault(name, [])
             recent.append(ratio)
             del recent[:-RECENT_RATIOS]
-            self._epoch_ratios.setdefault(name, []).append(ratio)
-        if self._grad_norm is not None:
-            norm = values[len(names)]
-            history = self._history
-            largest = history.largest_grad_norm if history.grad_norm_count >= 3 else math.inf
-            if not math.isfinite(norm) or norm > self.explosion_factor * largest:
-                self._find(
-                    "grad_explosion",
-                    "too high",
-                    f"gradient norm {norm:.3g} at step {step}"
-                    + (
-                        f", over {self.explosion_factor:g}x the largest of earlier epochs "
-                        f"({largest:.3g})"
-                        if math.isfinite(norm)
-                        else ""
-                    ),
-                    permanent=True,
-                )
-            self._epoch_grad_norms += 1
-            self._epoch_largest_grad_norm = max(self._epoch_largest_grad_norm, norm)
-            metrics[self._tag("grad_norm")] = norm
-        first_bad = -1 if self._first_bad_step is None else int(values[-1])
-        if first_bad >= 0:
-            self._find(
-                "nonfinite_loss",
-                "too high",
-                f"the loss became NaN or infinite at step {first_bad}",
-                permanent=True,
+        metrics = {self._tag("update_ratio", name): ratio for name, ratio in ratios.items()}
+        metrics[self._tag("update_ratio_reference")] = HEALTHY_UPDATE_RATIO
+        metrics[self._tag("grad_norm")] = grad_norm
+        metrics[self._tag("lr")] = snapshot.lr
+        if alpha is not None:
+            metrics[self._tag("alpha")] = alpha
+        self._log_scalars(trainer, metrics, self._batch_step)
+        if not (skipped or math.isfinite(grad_norm)):
+            self._judge()  # a permanent finding: say it now, not at the epoch end
+
+    def _replayed_loss(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> torch.Tensor | None:
+        """The same batch's loss after the step: ``training_step`` once more, changing
+        nothing (see the class docstring)."""
+        if (
+            not self.replay_loss
+            or self._replay_failed
+            or not pl_module.automatic_optimization
+            or self._random_state is None
+        ):
+            return None
+        precision = trainer.strategy.precision_plugin
+        try:
+            with (
+                preserved_state(pl_module, eval_mode=False, buffers=True),
+                replayed_random_state(self._random_state),
+                _quiet(pl_module),
+                precision.train_step_context(),
+                torch.no_grad(),
+            ):
+                output = pl_module.training_step(batch, batch_idx)
+        except Exception as error:
+            self._replay_failed = True
+            rank_zero_warn(
+                "LearningRateDoctor: alpha is not measured: replaying training_step after the "
+                f"step failed ({type(error).__name__}: {error}); the other signals are."
             )
-        self._log_scalars(trainer, metrics, step)
+            return None
+        loss = _loss_of(output)
+        return None if loss is None else loss.detach().float()
 
     def _track_loss(self, trainer: Trainer, outputs: Any) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if not isinstance(loss, torch.Tensor):
+        loss = _loss_of(outputs)
+        if loss is None:
             return
         loss = loss.detach().float()
         finite = torch.isfinite(loss)
@@ -316,155 +451,137 @@ class LearningRateDoctor(ConvVizCallback):
         )
         self._loss_steps += 1
 
-    # -- per epoch -------------------------------------------------------------------------------
+    # -- per epoch -----------------------------------------------------------------------------
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._ranks_agree(trainer):
             return
         step = trainer.global_step
         metrics: dict[str, float] = {}
+        dead: dict[str, tuple[int, int]] = {}
         sites = self._sites
         measured = [] if sites is None else [s for s in sites.order if s in self._counts]
         for site in measured:  # call order: the same on every rank
             assert sites is not None
             name = sites.name(site)
-            total = trainer.strategy.reduce(self._counts[site], reduce_op="sum")
-            dead, channels = int((total == 0).sum()), int(total.numel())
-            entries = self._history.dead.setdefault(name, [])
-            entries.append((step, dead, channels))
-            del entries[:-2]
-            metrics[self._tag("dead_fraction", name)] = dead / max(channels, 1)
+            total = trainer.strategy.reduce(self._counts[site][0], reduce_op="sum")
+            dead[name] = (int((total == 0).sum()), int(total.numel()))
+            metrics[self._tag("dead_fraction", name)] = dead[name][0] / max(dead[name][1], 1)
         self._counts = {}
         if self._first_conv is not None:
             name, module = self._first_conv
             score = float(filter_noise_score(module.weight))  # type: ignore[arg-type]
             if math.isfinite(score):
                 metrics[self._tag("noise_score", name)] = score
-        if self._loss_sum is not None and self._loss_steps:
-            mean_loss = float(self._loss_sum) / self._loss_steps
-            self._history.epoch_losses.append(mean_loss)
+        mean_loss = self._epoch_loss(trainer)
+        if math.isfinite(mean_loss):
             metrics[self._tag("epoch_loss")] = mean_loss
-        self._loss_sum, self._loss_steps = None, 0
-        self._examine(trainer.current_epoch)
-        metrics[self._tag("verdict")] = _VERDICT_VALUE[self.verdict]
+        self.epochs.append(EpochSignals(trainer.current_epoch, step, mean_loss, dead))
+        judgement = self._judge()
+        metrics[self._tag("verdict")] = _VERDICT_VALUE[judgement.verdict]
+        if judgement.alpha is not None:
+            metrics[self._tag("alpha_smoothed")] = judgement.alpha
+        if judgement.suggested_lr is not None:
+            metrics[self._tag("suggested_lr")] = judgement.suggested_lr
         self._log_scalars(trainer, metrics, step)
         writer = self._writer(trainer)
         if writer is not None:
             writer.text(self._tag("summary"), self.summary(), step)
 
-    def _examine(self, epoch: int) -> None:
-        """Re-judge the evidence at an epoch end: permanent findings stay, the others hold only
-        while their signal does."""
-        history = self._history
-        self._active = {key for key in self._active if key in self._permanent}
-        for name, entries in history.dead.items():
-            _, dead, channels = entries[-1]
-            recovering = len(entries) > 1 and dead < entries[-2][1]
-            if dead / max(channels, 1) <= self.dead_fraction_high:
-                continue
-            since = history.dead_since.setdefault(name, entries[-1][0])
-            if not recovering:
-                self._find(
-                    f"dead:{name}",
-                    "too high",
-                    f"{name}: {dead} of {channels} filters dead since step {since}",
-                )
-        medians = {
-            name: statistics.median(values) for name, values in self._epoch_ratios.items() if values
-        }
-        self._epoch_ratios = {}
-        typical = statistics.median(medians.values()) if medians else math.inf
-        # from the second epoch on: the first steps are large next to freshly initialised weights
-        if epoch >= 1 and medians and typical > self.high_update_ratio:
-            fastest = max(medians, key=medians.__getitem__)
-            self._find(
-                "update_high",
-                "too high",
-                f"median update/weight ratio over the layers {typical:.1e} in epoch {epoch}, far "
-                f"above 1e-3 (threshold {self.high_update_ratio:.0e}; fastest: {fastest} at "
-                f"{medians[fastest]:.1e})",
-            )
-        if typical < self.low_update_ratio:
-            self._find(
-                "update_low",
-                "too low",
-                f"median update/weight ratio over the layers {typical:.1e} in epoch {epoch}, "
-                f"below {self.low_update_ratio:.0e} (about 1e-3 is healthy)",
-            )
-        losses = history.epoch_losses
-        if len(losses) >= 3 and losses[-1] > self.slow_loss_fraction * losses[0]:
-            self._find(
-                "loss_stalled",
-                "too low",
-                f"after {len(losses)} epochs the loss is {losses[-1]:.3g}, still "
-                f"{100 * losses[-1] / losses[0]:.0f}% of the first epoch's {losses[0]:.3g}",
-            )
-        best = min(losses[:-1]) if len(losses) >= 2 else math.inf
-        lost_ground = (losses[-1] - best) / max(losses[0] - best, 1e-12) if losses else 0.0
-        # a bump near zero loss (0.008 -> 0.019) is noise, not divergence: the loss must also
-        # give back a quarter of the progress made since the first epoch
-        if len(losses) >= 2 and losses[-1] > self.divergence_factor * best and lost_ground > 0.25:
-            self._find(
-                "diverging",
-                "too high",
-                f"epoch {epoch} mean loss {losses[-1]:.3g} is "
-                f"{losses[-1] / min(losses[:-1]):.3g}x the best epoch's {min(losses[:-1]):.3g}",
-                permanent=True,
-            )
-        self._fold_epoch_grad_norms()
-        points = {f.points_to for f in self.findings if f.key in self._active}
-        self.verdict = (
-            "too high"
-            if "too high" in points
-            else "too low"
-            if "too low" in points
-            else "healthy so far"
+    def _epoch_loss(self, trainer: Trainer) -> float:
+        """The epoch's mean finite loss over every rank, and the first step whose loss was not
+        finite (one collective; under DDP the mean of the steps of the ranks that saw one)."""
+        device = trainer.strategy.root_device
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        bad = self._first_bad_step
+        sums = torch.stack(
+            [
+                zero if self._loss_sum is None else self._loss_sum.to(device, torch.float64),
+                zero + self._loss_steps,
+                zero if bad is None else (bad >= 0).to(device, torch.float64),
+                zero if bad is None else bad.clamp_min(0).to(device, torch.float64),
+            ]
         )
+        if trainer.world_size > 1:
+            sums = trainer.strategy.reduce(sums, reduce_op="sum")
+        loss_sum, steps, ranks_bad, bad_steps = sums.tolist()
+        self._loss_sum, self._loss_steps = None, 0
+        if ranks_bad and self._first_nonfinite_loss_step is None:
+            self._first_nonfinite_loss_step = round(bad_steps / ranks_bad)
+        return loss_sum / steps if steps else math.nan
 
-    def _fold_epoch_grad_norms(self) -> None:
-        """Count this epoch's gradient norms among the earlier ones (at its end)."""
-        history = self._history
-        history.grad_norm_count += self._epoch_grad_norms
-        history.largest_grad_norm = max(history.largest_grad_norm, self._epoch_largest_grad_norm)
-        self._epoch_grad_norms, self._epoch_largest_grad_norm = 0, -math.inf
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._release_hooks()
+        writer = self._writer(trainer)
+        if not self._enabled or writer is None or not self.steps:
+            return
+        lr = self._peak_lr if self._peak_lr is not None else self.steps[-1].lr
+        suggested = self.suggested_lr
+        params: dict[str, float | str] = {
+            self._tag("lr"): lr,
+            self._tag("optimizer"): self._optimizer_name,
+            self._tag("scheduler"): self._scheduler_name or "none",
+            self._tag("verdict"): self.verdict,
+            self._tag("suggested_lr"): suggested if suggested is not None else math.nan,
+        }
+        tags = [self._tag("verdict"), self._tag("suggested_lr"), self._tag("alpha_smoothed")]
+        tags += [str(key) for key in trainer.callback_metrics]  # the run's own, e.g. accuracy
+        writer.hyperparameters(params, list(dict.fromkeys(tags)))
 
-    def _find(self, key: str, points_to: Verdict, evidence: str, permanent: bool = False) -> None:
-        """Mark a finding active now with its latest evidence; warn the first time it is seen."""
-        self._active.add(key)
-        if permanent:
-            self._permanent.add(key)
-        finding = Finding(key, points_to, evidence)
-        for index, known in enumerate(self.findings):
-            if known.key == key:  # seen before: keep the evidence current, do not warn again
-                self.findings[index] = finding
-                return
-        self.findings.append(finding)
-        rank_zero_warn(f"LearningRateDoctor: learning rate probably {points_to}: {evidence}")
+    def _judge(self) -> Judgement:
+        judgement = judge_learning_rate(
+            list(self.steps),
+            self.epochs,
+            first_nonfinite_loss_step=self._first_nonfinite_loss_step,
+            peak_lr=self._peak_lr,
+            scheduler=self._scheduler_name,
+            rules=self.rules,
+        )
+        self.judgement = judgement
+        for finding in judgement.findings:
+            known = next((i for i, f in enumerate(self.findings) if f.key == finding.key), None)
+            if known is None:
+                self.findings.append(finding)
+            else:
+                self.findings[known] = finding  # keep the evidence current
+            if finding.key not in self._warned:
+                self._warned.add(finding.key)
+                advice = (
+                    f"; try about {judgement.suggested_lr:.1g}" if judgement.suggested_lr else ""
+                )
+                rank_zero_warn(
+                    f"LearningRateDoctor: learning rate probably {finding.points_to}: "
+                    f"{finding.evidence}{advice}"
+                )
+        return judgement
 
     def active_findings(self) -> list[Finding]:
         """The findings that hold now (the verdict rests on them)."""
-        return [finding for finding in self.findings if finding.key in self._active]
+        return list(self.judgement.findings) if self.judgement is not None else []
 
     def summary(self) -> str:
-        """The verdict, its evidence and the latest signals, as markdown."""
-        history = self._history
+        """The verdict, its evidence, the suggestion and the latest signals, as markdown."""
+        judgement = self.judgement
         lines = [f"**Learning rate: {self.verdict}**", ""]
-        lines += [f"- {f.evidence} (points to: {f.points_to})" for f in self.active_findings()] or [
+        active = self.active_findings()
+        lines += [f"- {f.evidence} (points to: {f.points_to})" for f in active] or [
             "- no finding holds now"
         ]
-        settled = [f for f in self.findings if f.key not in self._active]
+        if judgement is not None:
+            lines += [f"- {note}" for note in judgement.notes]
+        settled = [f for f in self.findings if f.key not in {a.key for a in active}]
         if settled:
             lines += ["", "Seen earlier, no longer holding:"]
             lines += [f"- {f.evidence}" for f in settled]
         lines += ["", "| layer | median update/weight (last 20) | dead filters |", "|---|---|---|"]
-        dead = {name: entries[-1] for name, entries in history.dead.items() if entries}
-        for name, values in history.update_ratios.items():
-            lines.append(f"| {name} | {statistics.median(values[-20:]):.1e} | |")
-        for name, (_, count, channels) in dead.items():
-            lines.append(f"| {name} | | {count} / {channels} |")
+        for name, values in self._recent_ratios.items():
+            lines.append(f"| {name} | {statistics.median(values):.1e} | |")
+        if self.epochs:
+            for name, (count, channels) in self.epochs[-1].dead.items():
+                lines.append(f"| {name} | | {count} / {channels} |")
         return "\n".join(lines)
 
-    # -- cleanup and state -----------------------------------------------------------------------
+    # -- cleanup and state ---------------------------------------------------------------------
 
     def _release_hooks(self) -> None:
         if self._hooks is not None:
@@ -472,24 +589,109 @@ class LearningRateDoctor(ConvVizCallback):
             self._hooks = None
 
     def state_dict(self) -> dict[str, Any]:
-        history = dict(self._history.__dict__)
-        # a run resumed mid-epoch counts this epoch's gradient norms among the earlier ones
-        history["grad_norm_count"] += self._epoch_grad_norms
-        history["largest_grad_norm"] = max(
-            history["largest_grad_norm"], self._epoch_largest_grad_norm
-        )
         return {
-            "history": history,
-            "findings": [finding.__dict__ for finding in self.findings],
-            "active": sorted(self._active),
-            "permanent": sorted(self._permanent),
-            "verdict": self.verdict,
+            "steps": [vars(step) for step in self.steps],
+            "epochs": [vars(epoch) for epoch in self.epochs],
+            "first_nonfinite_loss_step": self._first_nonfinite_loss_step,
+            "peak_lr": self._peak_lr,
+            "recent_ratios": self._recent_ratios,
+            "findings": [vars(finding) for finding in self.findings],
+            "warned": sorted(self._warned),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._history = _History(**state_dict.get("history", {}))
+        self.steps = deque(
+            (StepSignals(**step) for step in state_dict.get("steps", [])), maxlen=KEPT_STEPS
+        )
+        self.epochs = [
+            EpochSignals(**{**epoch, "dead": {k: tuple(v) for k, v in epoch["dead"].items()}})
+            for epoch in state_dict.get("epochs", [])
+        ]
+        self._first_nonfinite_loss_step = state_dict.get("first_nonfinite_loss_step")
+        self._peak_lr = state_dict.get("peak_lr")
+        self._recent_ratios = dict(state_dict.get("recent_ratios", {}))
         self.findings = [Finding(**item) for item in state_dict.get("findings", [])]
-        self._active = set(state_dict.get("active", []))
-        self._permanent = set(state_dict.get("permanent", []))
-        self._epoch_grad_norms, self._epoch_largest_grad_norm = 0, -math.inf
-        self.verdict = state_dict.get("verdict", "healthy so far")
+        self._warned = set(state_dict.get("warned", []))
+        self.judgement = None
+        if self.epochs:
+            with contextlib.suppress(Exception):
+                self.judgement = judge_learning_rate(
+                    list(self.steps),
+                    self.epochs,
+                    first_nonfinite_loss_step=self._first_nonfinite_loss_step,
+                    peak_lr=self._peak_lr,
+                    rules=self.rules,
+                )
+
+
+class _Snapshot:
+    """The weights and gradients just before a measured optimizer step."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        before: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        lr: float,
+        weights: dict[str, int],
+    ) -> None:
+        self.params, self.before, self.grads, self.lr = params, before, grads, lr
+        #: Each conv and linear weight's index in ``params``, by layer name.
+        self.weights = weights
+
+
+def _loss_of(output: Any) -> torch.Tensor | None:
+    loss = output.get("loss") if isinstance(output, Mapping) else output
+    return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+
+
+@contextlib.contextmanager
+def _quiet(pl_module: LightningModule) -> Iterator[None]:
+    """A replayed ``training_step`` leaves no trace: ``self.log`` / ``self.log_dict`` do
+    nothing, and torchmetrics states and the module's list attributes (outputs collected for
+    an epoch end) are put back as they were."""
+    metrics = [m for m in pl_module.modules() if _is_metric(m)]
+    saved_metrics = [(m, _metric_state(m)) for m in metrics]
+    lists = {name: len(value) for name, value in vars(pl_module).items() if isinstance(value, list)}
+    had = {name: name in vars(pl_module) for name in ("log", "log_dict")}
+    pl_module.log = _nothing  # type: ignore[method-assign]
+    pl_module.log_dict = _nothing  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for name, present in had.items():
+            if not present:
+                vars(pl_module).pop(name, None)
+        for metric, state in saved_metrics:
+            for key, value in state.items():
+                setattr(metric, key, value)
+        for name, length in lists.items():
+            value = vars(pl_module).get(name)
+            if isinstance(value, list):
+                del value[length:]
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _is_metric(module: nn.Module) -> bool:
+    return any(
+        cls.__name__ == "Metric" and cls.__module__.startswith("torchmetrics")
+        for cls in type(module).__mro__
+    )
+
+
+def _metric_state(metric: nn.Module) -> dict[str, Any]:
+    """A copy of a torchmetrics metric's accumulated state (tensors cloned, lists copied)."""
+    keys = [*getattr(metric, "_defaults", {}), "_update_count", "_computed", "_forward_cache"]
+    state: dict[str, Any] = {}
+    for key in keys:
+        if hasattr(metric, key):
+            value = getattr(metric, key)
+            if isinstance(value, torch.Tensor):
+                value = value.clone()
+            elif isinstance(value, list):
+                value = list(value)
+            state[key] = value
+    return state

@@ -5,6 +5,7 @@ Nothing here needs Lightning or a logger, so every diagnostic can be called from
 """
 
 from lightning_convviz.functional.activity import (
+    accumulate_positive_counts,
     channel_positive_counts,
     dead_channels,
     dead_fraction,
@@ -61,6 +62,15 @@ from lightning_convviz.functional.inversion import (
     invert_codes,
     total_variation,
 )
+from lightning_convviz.functional.lr_judgement import (
+    EpochSignals,
+    Finding,
+    Judgement,
+    JudgementRules,
+    StepSignals,
+    cockpit_alpha,
+    judge_learning_rate,
+)
 from lightning_convviz.functional.occlusion import (
     OcclusionScores,
     occluded_score_map,
@@ -109,9 +119,13 @@ __all__ = [
     "BinnedPerformance",
     "CallSites",
     "ChannelMaxima",
+    "EpochSignals",
+    "Finding",
     "FoolingResult",
     "GradCam",
     "Inversion",
+    "Judgement",
+    "JudgementRules",
     "LayerSpec",
     "ModuleCall",
     "OcclusionScores",
@@ -119,8 +133,10 @@ __all__ = [
     "Reservoir",
     "Site",
     "SiteRule",
+    "StepSignals",
     "Survey",
     "TopK",
+    "accumulate_positive_counts",
     "binned_performance",
     "brightness",
     "capture_activations",
@@ -128,6 +144,7 @@ __all__ = [
     "channel_positive_counts",
     "class_model",
     "classifier_call",
+    "cockpit_alpha",
     "contrast",
     "conv_layers",
     "crop_receptive_field",
@@ -149,6 +166,7 @@ __all__ = [
     "invert_codes",
     "is_conv",
     "is_indexable",
+    "judge_learning_rate",
     "min_fooling_epsilon",
     "modified_relu_backward",
     "occluded_score_map",
