@@ -200,14 +200,18 @@ def judge_learning_rate(
 ) -> Judgement:
     """Read a run's signals and say whether its learning rate is too high, too low or healthy.
 
-    Rules, in order of weight:
+    Rules (``docs/lr_doctor.md`` has them with the grid they were calibrated on):
 
-    * too high for good: the loss became NaN or infinite; an epoch's loss diverged; a finite
-      gradient norm exploded, or one was not finite on a step the optimizer still took (a
-      non-finite norm on a skipped step is the fp16 GradScaler at work, not a finding);
+    * too high for good, once seen: the loss became NaN or infinite; an epoch's loss diverged
+      (above ``divergence_factor`` times the best earlier epoch's, giving back a quarter of the
+      progress); an epoch's loss above ``rise_factor`` times the first measured loss; a step
+      that raised its own batch's loss by more than ``step_rise`` near the start; a gradient
+      norm that is not finite on a step the optimizer took (on a skipped step it is the fp16
+      GradScaler at work) or ``explosion_factor`` times the largest of earlier epochs;
     * too high now: the recent median alpha above ``alpha_high`` (the steps overshoot), or
-      most of a layer's filters dead and not recovering while the steps do not barely move;
-    * too low now: the recent median alpha below ``alpha_low`` (the steps barely move).
+      below ``alpha_low`` with most of a layer's filters dead (the network died);
+    * too low now: the recent median alpha below ``alpha_low`` (the steps barely move) while
+      the loss is above ``low_loss_fraction`` of its start.
 
     Only steps at a learning rate of at least ``peak_fraction`` of the peak are read for alpha,
     so that a warmup (small on purpose) or the tail of a cosine schedule is not "too low".
@@ -300,16 +304,11 @@ def judge_learning_rate(
         # the parabolas of recent steps size the change only when the step size is the whole
         # evidence: after a loss blew up, the steps measured since say nothing of the cause
         parabola = step_size is not None and [f.key for f in high or low] == [step_size.key]
-        factor = _factor(verdict, judged if parabola else [], rules)
-        base = peak if peak > 0 else lr
-        suggested = base * factor
+        rise = math.inf if first_nonfinite_loss_step is not None else _rise(epochs, initial)
+        factor, how = _factor(verdict, judged if parabola else [], rise, rules)
+        suggested = (peak if peak > 0 else lr) * factor
         for_peak = scheduler is not None and peak > 0 and abs(peak - lr) > 1e-3 * peak
         target = f"a peak of about {suggested:.1g} for {scheduler}" if for_peak else None
-        how = (
-            f"where the parabola along the recent steps puts alpha at {rules.alpha_target:g}"
-            if parabola and _greedy_factors(judged)
-            else f"{factor:g} times the learning rate"
-        )
         notes.append(f"try {target or f'about {suggested:.1g}'} ({how})")
     return Judgement(verdict, tuple(high + low), suggested, alpha, tuple(notes))
 
@@ -329,18 +328,33 @@ def _greedy_factors(judged: Sequence[StepSignals]) -> list[float]:
     return [1.0 / (1.0 + s.alpha) for s in judged if s.alpha is not None and s.alpha > -1.0]
 
 
-def _factor(verdict: Verdict, judged: Sequence[StepSignals], rules: JudgementRules) -> float:
+def _rise(epochs: Sequence[EpochSignals], initial: float) -> float:
+    """The largest finite epoch loss over the first measured loss (0 when unknown)."""
+    losses = [e.loss for e in epochs if math.isfinite(e.loss)]
+    return max(losses, default=0.0) / initial if initial > 0 else 0.0
+
+
+def _factor(
+    verdict: Verdict, judged: Sequence[StepSignals], rise: float, rules: JudgementRules
+) -> tuple[float, str]:
     """By how much to scale the learning rate: from the parabolas of the recent steps when the
     step size is the evidence (the update scales with the learning rate, so a step ``k`` times
     longer reads ``alpha' = k (1 + alpha) - 1``; the median over the steps), else a fixed
-    factor (a loss that blew up, dead filters, or steps too short to show any curvature)."""
+    factor (dead filters, or steps too short to show any curvature), the further down the
+    higher the loss blew up (``rise``: the largest epoch loss over the first measured one)."""
     greedy = _greedy_factors(judged)
     if greedy and len(greedy) * 2 >= len(judged):
         factor = statistics.median(greedy) * (1.0 + rules.alpha_target)
+        how = f"where the parabolas of the recent steps put alpha at {rules.alpha_target:g}"
+    elif verdict == "too low":
+        factor = rules.fallback_change
+        how = "the steps are too short to show how far"
     else:
-        factor = rules.fallback_change if verdict == "too low" else 1.0 / rules.fallback_change
+        factor = 1.0 / (rules.fallback_change * max(rise, 1.0))
+        how = "the further down the higher the loss went"
     factor = min(max(factor, 1.0 / rules.largest_change), rules.largest_change)
-    return min(factor, 0.5) if verdict == "too high" else max(factor, 2.0)
+    factor = min(factor, 0.5) if verdict == "too high" else max(factor, 2.0)
+    return factor, f"{factor:.2g}x the learning rate: {how}"
 
 
 def _step_raised_loss(
