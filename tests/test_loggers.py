@@ -17,7 +17,12 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, Logger
 
-from lightning_convviz import ActivationStatsMonitor, FilterMonitor, InversionMonitor
+from lightning_convviz import (
+    ActivationStatsMonitor,
+    FilterMonitor,
+    InversionMonitor,
+    LearningRateDoctor,
+)
 from lightning_convviz.demo import train
 from lightning_convviz.writing import safe_name
 
@@ -178,6 +183,21 @@ def test_the_demo_leaves_the_same_content_in_every_logger(
             for step, picture in pictures.items():
                 np.testing.assert_array_equal(theirs[step], picture, err_msg=f"{name} {tag}")
     assert trainer.state.finished and hook_count(trainer.lightning_module) == 0
+    # the doctor's verdict and settings reach every logger's run table
+    (doctor,) = [c for c in trainer.callbacks if isinstance(c, LearningRateDoctor)]  # type: ignore[attr-defined]
+    verdict = doctor.verdict
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.data.params["lr_doctor/verdict"] == verdict
+    assert run.data.params["lr_doctor/optimizer"] == "Adam"
+    hparams = (tmp_path / "csv/run/version_0/hparams.yaml").read_text()
+    assert f"lr_doctor/verdict: {verdict}" in hparams
+    from wandb_records import config
+
+    settings = config(next((tmp_path / "wandb").glob("offline-run-*")))
+    assert settings["lr_doctor/verdict"] == verdict
 
 
 def test_a_csv_logger_alone_gets_pictures_as_files(tmp_path: Path) -> None:

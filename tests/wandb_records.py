@@ -1,4 +1,5 @@
-"""Read back a W&B offline run (``run-*.wandb``): the history rows its records hold.
+"""Read back a W&B offline run (``run-*.wandb``): the history rows and the config its records
+hold.
 
 The file is W&B's record log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of
 records, each with a 7-byte header (checksum, little-endian length, type: full, first, middle,
@@ -45,6 +46,25 @@ def records(path: Path) -> list[bytes]:
             payloads.append(pending + piece)
             pending = b""
     return payloads
+
+
+def config(run_dir: Path) -> dict[str, Any]:
+    """The offline run's config (its hyperparameters): key to decoded JSON value, the latest
+    update of each key."""
+    from wandb.proto import wandb_internal_pb2
+
+    (log,) = run_dir.glob("run-*.wandb")
+    values: dict[str, Any] = {}
+    for payload in records(log):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        items = record.config.update if kind == "config" else []
+        if kind == "run":
+            items = record.run.config.update
+        for item in items:
+            values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return values
 
 
 def history(run_dir: Path) -> list[dict[str, Any]]:
