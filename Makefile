@@ -8,7 +8,7 @@ EPOCHS ?= 20
 LOGDIR ?= runs
 LOGGER ?= tensorboard
 
-.PHONY: install demo diagnose test test-kernels lint benchmark zoo clean
+.PHONY: install demo diagnose test test-kernels lint benchmark zoo lr-doctor-grid clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,16 @@ benchmark: install
 # (random weights, nothing downloaded; about an hour and a half on 2 cores)
 zoo: install
 	$(PY) benchmarks/model_zoo.py --out docs/zoo.md
+
+# LearningRateDoctor against outcomes: 3 architectures x 3 optimizers x 9 learning rates and
+# schedules, two initialisations, beside lr_find (about an hour on 2 cores; recorded runs are kept)
+lr-doctor-grid: install
+	for seed in 0 1; do \
+		$(PY) benchmarks/lr_doctor_grid.py --runs --seed $$seed --shard 0/2 & \
+		$(PY) benchmarks/lr_doctor_grid.py --runs --seed $$seed --shard 1/2; wait; \
+		$(PY) benchmarks/lr_doctor_grid.py --table --seed $$seed --out docs/lr_doctor.md; \
+	done
+	$(PY) benchmarks/lr_doctor_cost.py
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache .mypy_cache .ruff_cache

@@ -71,11 +71,8 @@ def write_figures(runs: dict[str, str], folder: Path) -> None:
         image = events.Images("filters/features.0")[-1].encoded_image_string
         (folder / f"lr_filters_{label.split(' (')[0].replace(' ', '_')}.png").write_bytes(image)
     alpha_axes.axhline(0, color="grey", linestyle=":")
-    alpha_axes.set(
-        title="alpha (0: lands at the minimum, 1: overshoots)",
-        xlabel="step",
-        ylim=(-1.1, 3.0),
-    )
+    alpha_axes.set_yscale("symlog", linthresh=1.0)  # a first step of a too-high rate: 10-100
+    alpha_axes.set(title="alpha (0: lands at the minimum, 1: overshoots)", xlabel="step")
     ratio_axes.axhline(1e-3, color="grey", linestyle=":", label="1e-3 (rule of thumb)")
     ratio_axes.set(title="update/weight ratio, second conv", xlabel="step")
     dead_axes.set(title="dead filters, third conv block", xlabel="step", ylim=(-0.05, 1.05))

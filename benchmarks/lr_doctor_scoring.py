@@ -1,0 +1,157 @@
+"""Label the runs of ``lr_doctor_grid.py`` by their outcomes, judge their recorded signals
+again with the current rules, and score the verdicts and suggestions (and ``lr_find``'s)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from lr_doctor_grid import BAND_SLACK, HEALTHY_POINTS, MISSED_POINTS
+from results import write_section
+
+from lightning_convviz.functional.lr_judgement import (
+    EpochSignals,
+    Judgement,
+    JudgementRules,
+    StepSignals,
+    judge_learning_rate,
+)
+
+
+def judge_again(record: dict[str, Any], rules: JudgementRules | None = None) -> Judgement:
+    """The judgement of a recorded run's signals under ``rules``."""
+    fields = set(StepSignals.__dataclass_fields__)
+    steps = [StepSignals(**{k: v for k, v in s.items() if k in fields}) for s in record["steps"]]
+    epochs = [
+        EpochSignals(**{**e, "dead": {k: tuple(v) for k, v in e["dead"].items()}})
+        for e in record["epochs"]
+    ]
+    return judge_learning_rate(
+        steps,
+        epochs,
+        first_nonfinite_loss_step=record["first_nonfinite_loss_step"],
+        peak_lr=record["peak_lr"],
+        scheduler=record["scheduler"],
+        rules=rules,
+    )
+
+
+def label(runs: list[dict[str, Any]]) -> None:
+    """Add ``label`` (healthy / too low / too high / None: not scored) and ``band`` (the range
+    of the constant learning rates labelled healthy) to every run, per architecture and
+    optimizer (scheduled runs included in the best accuracy; a scheduled run's side is that of
+    its peak against the best constant learning rate)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[(run["architecture"], run["optimizer"])].append(run)
+    for group in groups.values():
+        constant = [r for r in group if r["schedule"] == "constant"]
+        top = max(_accuracy(r) for r in group)  # scheduled runs included
+        best_lr = max(constant, key=lambda r: _accuracy(r))["lr"]
+        healthy = [r["lr"] for r in constant if 100 * (top - _accuracy(r)) <= HEALTHY_POINTS]
+        band = (min(healthy), max(healthy)) if healthy else (best_lr, best_lr)
+        for run in group:
+            gap = 100 * (top - _accuracy(run))
+            if gap <= HEALTHY_POINTS:
+                run["label"] = "healthy so far"
+            elif gap > MISSED_POINTS:
+                run["label"] = "too low" if run["lr"] < best_lr else "too high"
+            else:
+                run["label"] = None
+            run["band"] = band
+            run["best"] = top
+
+
+def _accuracy(run: dict[str, Any]) -> float:
+    value = run["accuracy"]
+    return value if isinstance(value, float) and math.isfinite(value) else 0.0
+
+
+def suggestion_right(suggested: float | None, band: tuple[float, float]) -> bool:
+    return suggested is not None and band[0] / BAND_SLACK <= suggested <= band[1] * BAND_SLACK
+
+
+def score(runs: list[dict[str, Any]], rules: JudgementRules | None = None) -> dict[str, Any]:
+    """Verdicts right, suggestions right, per architecture and overall."""
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    suggestions: dict[str, list[bool]] = defaultdict(list)
+    for run in runs:
+        judgement = judge_again(run, rules)
+        run["judged"] = judgement
+        if run["label"] is None:
+            continue
+        right = judgement.verdict == run["label"]
+        verdicts[run["architecture"]].append(right)
+        verdicts["all"].append(right)
+        if run["label"] != "healthy so far":
+            hit = suggestion_right(judgement.suggested_lr, run["band"])
+            suggestions[run["architecture"]].append(hit)
+            suggestions["all"].append(hit)
+    return {"verdicts": verdicts, "suggestions": suggestions}
+
+
+def report(records: list[dict[str, Any]], out: Path | None = None, title: str = "") -> str:
+    runs = [r for r in records if not r.get("lr_find")]
+    finders = {
+        (r["architecture"], r["optimizer"]): r["suggested_lr"] for r in records if r.get("lr_find")
+    }
+    label(runs)
+    scores = score(runs)
+    columns = "architecture optimizer schedule lr|val accuracy|label|verdict|suggested lr|right?"
+    names = columns.replace(" ", "|", 3).split("|")
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for run in runs:
+        judged: Judgement = run["judged"]
+        suggested = judged.suggested_lr
+        if run["label"] is None:
+            right = "not scored"
+        else:
+            right = "yes" if judged.verdict == run["label"] else "**no**"
+            if run["label"] != "healthy so far":
+                hit = suggestion_right(suggested, run["band"])
+                right += ", suggestion " + ("in band" if hit else "**out of band**")
+        lines.append(
+            f"| {run['architecture']} | {run['optimizer']} | {run['schedule']} | {run['lr']:g} | "
+            f"{run['accuracy']:.3f} | {run['label'] or '-'} | {judged.verdict} | "
+            f"{'' if suggested is None else f'{suggested:.2g}'} | {right} |"
+        )
+    summary = ["| architecture | verdicts right | suggestions in band |", "|---|---|---|"]
+    for arch in [*sorted({r["architecture"] for r in runs}), "all"]:
+        v, s = scores["verdicts"][arch], scores["suggestions"][arch]
+        summary.append(
+            f"| {arch} | {sum(v)} / {len(v)} ({100 * sum(v) / max(len(v), 1):.0f}%) | "
+            f"{sum(s)} / {len(s)} ({100 * sum(s) / max(len(s), 1):.0f}%) |"
+        )
+    anchor = [
+        "| architecture | optimizer | healthy band | lr_find suggests | in band? |",
+        "|---|---|---|---|---|",
+    ]
+    hits = []
+    for (arch, optimizer), suggested in sorted(finders.items()):
+        band = next(
+            r["band"] for r in runs if (r["architecture"], r["optimizer"]) == (arch, optimizer)
+        )
+        hit = suggestion_right(suggested, band)
+        # lr_find is scored on every run its group labelled too low or too high
+        missed = [
+            r
+            for r in runs
+            if (r["architecture"], r["optimizer"]) == (arch, optimizer)
+            and r["label"] in ("too low", "too high")
+        ]
+        hits += [hit] * len(missed)
+        anchor.append(
+            f"| {arch} | {optimizer} | {band[0]:g} to {band[1]:g} | "
+            f"{'none' if suggested is None else f'{suggested:.2g}'} | {'yes' if hit else 'no'} |"
+        )
+    share = 100 * sum(hits) / max(len(hits), 1)
+    anchor.append(
+        f"\nOn the {len(hits)} runs labelled too low or too high, lr_find's suggestion for their "
+        f"architecture and optimizer lands in the band on {sum(hits)} ({share:.0f}%)."
+    )
+    text = "\n".join(summary) + "\n\n" + "\n".join(anchor) + "\n\n" + "\n".join(lines)
+    if out is not None:
+        write_section(out, title or "The grid (benchmarks/lr_doctor_grid.py)", text)
+    return text
