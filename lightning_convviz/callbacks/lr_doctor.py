@@ -76,9 +76,11 @@ class LearningRateDoctor(ConvVizCallback):
     * the **loss**: the first NaN or infinity, and each epoch's mean.
 
     The judgement (:func:`~lightning_convviz.functional.judge_learning_rate`, a pure function
-    of these signals) runs at every epoch end: "too high" for a non-finite loss, divergence,
-    exploding gradients, a recent median alpha above ``alpha_high`` or most of a layer's filters
-    dead; "too low" for a recent median alpha below ``alpha_low``; else "healthy so far". Steps
+    of these signals) runs at every epoch end: "too high" for a non-finite loss, divergence, a
+    loss that rose above where it started (an epoch's, or a first step's own batch's),
+    exploding gradients, a recent median alpha above ``alpha_high``, or steps that barely move
+    because most of a layer's filters died; "too low" for a recent median alpha below
+    ``alpha_low`` while the loss is still above a tenth of its start; else "healthy so far". Steps
     at less than half the schedule's peak learning rate are not judged for size (a warmup is
     small on purpose). When not healthy, :attr:`suggested_lr` is the learning rate (for a
     schedule: its peak) at which the parabola puts alpha near good runs' value. Each new finding
