@@ -276,7 +276,7 @@ def test_a_failing_diagnostic_warns_once_releases_its_hooks_and_training_goes_on
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("counting exploded")
 
-    monkeypatch.setattr(stats, "channel_positive_counts", broken)
+    monkeypatch.setattr(stats, "accumulate_positive_counts", broken)
     model = TinyCNN()
     with pytest.warns(RuntimeWarning) as caught:
         trainer, _ = _fit(tmp_path, [ActivationStatsMonitor(every_n_steps=1)], model, max_epochs=2)
