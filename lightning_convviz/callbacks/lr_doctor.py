@@ -655,15 +655,18 @@ def _quiet(pl_module: LightningModule) -> Iterator[None]:
     metrics = [m for m in pl_module.modules() if _is_metric(m)]
     saved_metrics = [(m, _metric_state(m)) for m in metrics]
     lists = {name: len(value) for name, value in vars(pl_module).items() if isinstance(value, list)}
-    had = {name: name in vars(pl_module) for name in ("log", "log_dict")}
+    missing = object()
+    had = {name: vars(pl_module).get(name, missing) for name in ("log", "log_dict")}
     pl_module.log = _nothing  # type: ignore[method-assign]
     pl_module.log_dict = _nothing  # type: ignore[method-assign]
     try:
         yield
     finally:
-        for name, present in had.items():
-            if not present:
+        for name, value in had.items():  # the class's methods again, or what the instance had
+            if value is missing:
                 vars(pl_module).pop(name, None)
+            else:
+                vars(pl_module)[name] = value
         for metric, state in saved_metrics:
             for key, value in state.items():
                 setattr(metric, key, value)
