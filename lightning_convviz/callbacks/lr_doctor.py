@@ -530,8 +530,9 @@ class LearningRateDoctor(ConvVizCallback):
         tags += [str(key) for key in trainer.callback_metrics]  # the run's own, e.g. accuracy
         writer.hyperparameters(params, list(dict.fromkeys(tags)))
 
-    def _judge(self) -> Judgement:
-        judgement = judge_learning_rate(
+    def _judgement(self) -> Judgement:
+        """The judgement of the signals recorded so far (pure: warns nothing)."""
+        return judge_learning_rate(
             list(self.steps),
             self.epochs,
             first_nonfinite_loss_step=self._first_nonfinite_loss_step,
@@ -539,7 +540,10 @@ class LearningRateDoctor(ConvVizCallback):
             scheduler=self._scheduler_name,
             rules=self.rules,
         )
-        self.judgement = judgement
+
+    def _judge(self) -> Judgement:
+        """Judge again, keep the findings' latest evidence and warn of each new one."""
+        judgement = self.judgement = self._judgement()
         for finding in judgement.findings:
             known = next((i for i, f in enumerate(self.findings) if f.key == finding.key), None)
             if known is None:
@@ -596,6 +600,7 @@ class LearningRateDoctor(ConvVizCallback):
             "epochs": [vars(epoch) for epoch in self.epochs],
             "first_nonfinite_loss_step": self._first_nonfinite_loss_step,
             "peak_lr": self._peak_lr,
+            "scheduler": self._scheduler_name,
             "recent_ratios": self._recent_ratios,
             "findings": [vars(finding) for finding in self.findings],
             "warned": sorted(self._warned),
@@ -614,16 +619,8 @@ class LearningRateDoctor(ConvVizCallback):
         self._recent_ratios = dict(state_dict.get("recent_ratios", {}))
         self.findings = [Finding(**item) for item in state_dict.get("findings", [])]
         self._warned = set(state_dict.get("warned", []))
-        self.judgement = None
-        if self.epochs:
-            with contextlib.suppress(Exception):
-                self.judgement = judge_learning_rate(
-                    list(self.steps),
-                    self.epochs,
-                    first_nonfinite_loss_step=self._first_nonfinite_loss_step,
-                    peak_lr=self._peak_lr,
-                    rules=self.rules,
-                )
+        self._scheduler_name = state_dict.get("scheduler")
+        self.judgement = self._judgement() if self.epochs else None
 
 
 class _Snapshot:
