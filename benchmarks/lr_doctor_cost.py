@@ -6,7 +6,8 @@ Two workloads on this machine's CPU (or ``--accelerator cuda``):
 * an ImageNet-shaped one: torchvision's ResNet-18, 1000 classes, random ``--side`` px images,
   ``--steps`` steps per epoch of batch ``--batch``, SGD with momentum.
 
-The doctor's hooks are wrapped with a timer (the device synchronised around each on a GPU);
+The doctor's hooks are wrapped with a timer (the device synchronised around each on a GPU), and
+so is its dead-filter counting, which runs inside the training forward pass on measured steps;
 their seconds are divided by the fit's (both in the same run). Writes a section of
 ``docs/benchmarks.md``.
 
@@ -32,6 +33,7 @@ from results import write_section
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_convviz import LearningRateDoctor
+from lightning_convviz.callbacks import lr_doctor as lr_doctor_module
 from lightning_convviz.data import DigitsDataModule
 from lightning_convviz.demo import DigitsConvNet
 
@@ -74,6 +76,23 @@ def _timed(name: str) -> Any:
 for _name in HOOKS:
     setattr(TimedDoctor, _name, _timed(_name))
 
+_count = lr_doctor_module.accumulate_positive_counts
+_counting: list[TimedDoctor] = []  # the doctor of the fit in progress
+
+
+def _timed_count(*args: Any, **kwargs: Any) -> None:
+    doctor = _counting[-1]
+    _synchronize(doctor.device)
+    start = time.perf_counter()
+    try:
+        _count(*args, **kwargs)
+    finally:
+        _synchronize(doctor.device)
+        doctor.seconds += time.perf_counter() - start
+
+
+lr_doctor_module.accumulate_positive_counts = _timed_count  # type: ignore[assignment]
+
 
 def _synchronize(device: torch.device | None) -> None:
     if device is not None and device.type == "cuda":
@@ -94,6 +113,7 @@ def share(
     """(doctor seconds, fit seconds, measured steps) of one fit with the timed doctor."""
     doctor = TimedDoctor()
     doctor.device = torch.device("cuda") if accelerator == "cuda" else None
+    _counting.append(doctor)
     with tempfile.TemporaryDirectory() as folder:
         trainer = pl.Trainer(
             max_epochs=epochs,
@@ -146,7 +166,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.accelerator == "cuda" else "CPU (2 cores)"
     lines = [
         f"`python benchmarks/lr_doctor_cost.py` on {device}: the seconds spent inside the "
-        "doctor's hooks at its defaults (alpha's replayed forward pass included), against the "
+        "doctor's hooks and its dead-filter counting at its defaults (alpha's replayed forward "
+        "pass included), against the "
         "whole fit's, in the same run.",
         "",
         "| workload | measured steps | doctor (s) | fit (s) | share |",

@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from lightning_convviz.functional import (
+    accumulate_positive_counts,
     capture_activations,
     channel_positive_counts,
+    channel_positive_presence,
     dead_channels,
     dead_fraction,
     sparsity,
@@ -72,3 +74,42 @@ def test_nan_is_not_positive() -> None:
     activation = torch.ones(3, 2, 2, 2)
     activation[1, 0, 0, 0] = float("nan")
     assert channel_positive_counts(activation).tolist() == [11, 12]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_presence_is_any_positive_element_in_every_dtype_and_layout(dtype: torch.dtype) -> None:
+    activation = torch.randn(8, 6, 5, 7).relu().to(dtype)
+    activation[:, 2] = 0.0  # dead
+    activation[:, 4] = -1.0  # dead
+    activation[3, 5] = float("-inf")
+    activation[:, 0] = -0.0
+    activation[5, 0, 1, 1] = float("inf")  # one positive element keeps it alive
+    expected = (activation > 0).any(dim=0).flatten(1).any(dim=1).to(torch.int64)
+    assert channel_positive_presence(activation).tolist() == expected.tolist()
+    channels_last = activation.to(memory_format=torch.channels_last)
+    assert torch.equal(channel_positive_presence(channels_last), expected)
+    assert expected.tolist() == [1, 1, 0, 1, 0, 1]
+
+
+def test_presence_calls_a_channel_with_nan_alive_and_needs_n_by_c() -> None:
+    activation = -torch.ones(3, 2, 2, 2)
+    activation[1, 0, 0, 0] = float("nan")
+    assert channel_positive_presence(activation).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="N x C"):
+        channel_positive_presence(torch.ones(3))
+
+
+def test_presence_only_accumulation_finds_the_same_dead_channels() -> None:
+    batches = [torch.randn(4, 5, 3, 3) for _ in range(3)]
+    for batch in batches:
+        batch[:, 1] = -batch[:, 1].abs()  # never positive
+        batch[:, 3] = 0.0
+    batches[2][0, 3, 0, 0] = 0.5  # positive once, in the last batch
+    exact: dict[str, tuple[torch.Tensor, int]] = {}
+    present: dict[str, tuple[torch.Tensor, int]] = {}
+    for batch in batches:
+        accumulate_positive_counts(exact, "relu", batch)
+        accumulate_positive_counts(present, "relu", batch, presence_only=True)
+    assert dead_channels(present["relu"][0]).tolist() == dead_channels(exact["relu"][0]).tolist()
+    assert dead_channels(present["relu"][0]).tolist() == [False, True, False, False, False]
+    assert present["relu"][1] == 3  # one element per batch

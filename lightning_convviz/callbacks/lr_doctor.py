@@ -26,6 +26,7 @@ from lightning_convviz.functional.guard import (
     random_state,
     replayed_random_state,
 )
+from lightning_convviz.functional.loss_tally import LossTally
 from lightning_convviz.functional.lr_judgement import (
     EpochSignals,
     Finding,
@@ -109,7 +110,8 @@ class LearningRateDoctor(ConvVizCallback):
 
     Args:
         every_n_steps: Measure every this many optimizer steps (``None``: the Trainer's
-            ``log_every_n_steps``, shortened to give ``measurements_per_epoch`` per epoch).
+            ``log_every_n_steps``; in epochs shorter than ``measurements_per_epoch`` times that,
+            ``measurements_per_epoch`` evenly spaced steps of each epoch instead).
         measurements_per_epoch: With ``every_n_steps=None``, at least this many measured steps
             per epoch (short epochs of small datasets still give evidence every epoch).
         alpha_high: A recent median alpha above this reads "too high" (the steps overshoot).
@@ -187,13 +189,12 @@ class LearningRateDoctor(ConvVizCallback):
         self._sites: CallSites | None = None
         self._first_conv: tuple[str, nn.Module] | None = None
         self._every = 1
+        self._offset = 0  # the step the measured steps count from (an epoch's first)
         self._counts: dict[Site, tuple[torch.Tensor, int]] = {}
         self._hooks: Any = None
         self._random_state: RandomState | None = None
         self._snapshot: _Snapshot | None = None
-        self._loss_sum: torch.Tensor | None = None
-        self._loss_steps = 0
-        self._first_bad_step: torch.Tensor | None = None
+        self._losses = LossTally()
         self._replay_failed = False
         self._batch_step = 0
         self._peak_lr: float | None = None
@@ -240,16 +241,25 @@ class LearningRateDoctor(ConvVizCallback):
     # -- when to measure -----------------------------------------------------------------------
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        every = self.every_n_steps or int(getattr(trainer, "log_every_n_steps", 50))
-        if self.every_n_steps is None:
-            batches = trainer.num_training_batches
-            if isinstance(batches, int) or math.isfinite(batches):
-                steps = int(batches) // max(int(trainer.accumulate_grad_batches), 1)
-                every = min(every, max(1, steps // self.measurements_per_epoch))
+        self._every, self._offset = self.every_n_steps or 1, 0
+        if self.every_n_steps is not None:
+            return
+        every = int(getattr(trainer, "log_every_n_steps", 50))
+        batches = trainer.num_training_batches
+        if isinstance(batches, int) or math.isfinite(batches):
+            steps = int(batches) // max(int(trainer.accumulate_grad_batches), 1)
+            if steps < every * self.measurements_per_epoch:
+                # short epochs: measurements_per_epoch evenly spaced steps of each epoch
+                every = max(1, math.ceil(steps / self.measurements_per_epoch))
+                self._offset = trainer.global_step
         self._every = max(1, every)
 
+    def _due(self, step: int) -> bool:
+        """Whether optimizer step ``step`` is measured (the same on every rank)."""
+        return (step - self._offset) % self._every == 0
+
     def _measuring(self, trainer: Trainer) -> bool:
-        return self._enabled and trainer.global_step % self._every == 0
+        return self._enabled and self._due(trainer.global_step)
 
     # -- per step ------------------------------------------------------------------------------
 
@@ -267,7 +277,7 @@ class LearningRateDoctor(ConvVizCallback):
         def count(site: Site, output: torch.Tensor) -> None:
             if output.ndim >= 2:
                 output = output.detach().movedim(sites.channel_dim(site), 1)
-                accumulate_positive_counts(self._counts, site, output)
+                accumulate_positive_counts(self._counts, site, output, presence_only=True)
 
         self._release_hooks()
         self._hooks = sites.attached(self._safe(count))
@@ -312,7 +322,7 @@ class LearningRateDoctor(ConvVizCallback):
             self._track_loss(trainer, outputs)
         snapshot, self._snapshot = self._snapshot, None
         # decided by the schedule alone, so that every rank votes at the same steps
-        stepped = trainer.global_step > self._batch_step and self._batch_step % self._every == 0
+        stepped = trainer.global_step > self._batch_step and self._due(self._batch_step)
         if not stepped or not self._ranks_agree(trainer) or snapshot is None:
             return
         values = self._measure(trainer, pl_module, snapshot, outputs, batch, batch_idx)
@@ -328,7 +338,7 @@ class LearningRateDoctor(ConvVizCallback):
         batch_idx: int,
     ) -> list[float]:
         """Every number of the step on the device, averaged over ranks, in one host copy:
-        loss before, loss after, slope, gradient norm, clipped norm, largest change, then one
+        loss before, loss after, slope, gradient norm, clipped norm, update norm, then one
         update ratio per weight."""
         with torch.no_grad():
             deltas = [p.detach() - b for p, b in zip(snapshot.params, snapshot.before, strict=True)]
@@ -342,12 +352,13 @@ class LearningRateDoctor(ConvVizCallback):
             now = [p.grad for p in snapshot.params]
             clipped_norm = (
                 torch.stack([g.detach().float().norm() for g in now if g is not None]).norm()
-                if all(g is not None for g in now)
+                if getattr(trainer, "gradient_clip_val", None) and all(g is not None for g in now)
                 else grad_norm
             )
-            moved = torch.stack([d.abs().amax().float() for d in deltas]).amax()
+            delta_norms = [d.float().norm() for d in deltas]
+            moved = torch.stack(delta_norms).norm()
             ratios = [
-                deltas[i].float().norm() / snapshot.before[i].float().norm().clamp_min(1e-12)
+                delta_norms[i] / snapshot.before[i].float().norm().clamp_min(1e-12)
                 for i in snapshot.weights.values()
             ]
         nan = torch.full((), math.nan, device=slope.device)
@@ -437,21 +448,8 @@ class LearningRateDoctor(ConvVizCallback):
 
     def _track_loss(self, trainer: Trainer, outputs: Any) -> None:
         loss = _loss_of(outputs)
-        if loss is None:
-            return
-        loss = loss.detach().float()
-        finite = torch.isfinite(loss)
-        step = torch.tensor(self._batch_step, device=loss.device)
-        if self._first_bad_step is None:
-            self._first_bad_step = torch.full((), -1, device=loss.device, dtype=torch.long)
-        self._first_bad_step = torch.where(
-            (~finite) & (self._first_bad_step < 0), step, self._first_bad_step
-        )
-        zero = torch.zeros((), device=loss.device)
-        self._loss_sum = (zero if self._loss_sum is None else self._loss_sum) + torch.where(
-            finite, loss, zero
-        )
-        self._loss_steps += 1
+        if loss is not None:
+            self._losses.add(loss, self._batch_step)
 
     # -- per epoch -----------------------------------------------------------------------------
 
@@ -493,24 +491,15 @@ class LearningRateDoctor(ConvVizCallback):
     def _epoch_loss(self, trainer: Trainer) -> float:
         """The epoch's mean finite loss over every rank, and the first step whose loss was not
         finite (one collective; under DDP the mean of the steps of the ranks that saw one)."""
-        device = trainer.strategy.root_device
-        zero = torch.zeros((), dtype=torch.float64, device=device)
-        bad = self._first_bad_step
-        sums = torch.stack(
-            [
-                zero if self._loss_sum is None else self._loss_sum.to(device, torch.float64),
-                zero + self._loss_steps,
-                zero if bad is None else (bad >= 0).to(device, torch.float64),
-                zero if bad is None else bad.clamp_min(0).to(device, torch.float64),
-            ]
-        )
+        total, count, bad_step = self._losses.totals(trainer.strategy.root_device)
+        self._losses = LossTally()
+        sums = torch.stack([total, count, (bad_step >= 0).double(), bad_step.clamp_min(0)])
         if trainer.world_size > 1:
             sums = trainer.strategy.reduce(sums, reduce_op="sum")
-        loss_sum, steps, ranks_bad, bad_steps = sums.tolist()
-        self._loss_sum, self._loss_steps = None, 0
+        loss_sum, finite, ranks_bad, bad_steps = sums.tolist()
         if ranks_bad and self._first_nonfinite_loss_step is None:
             self._first_nonfinite_loss_step = round(bad_steps / ranks_bad)
-        return loss_sum / steps if steps else math.nan
+        return loss_sum / finite if finite else math.nan
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._release_hooks()

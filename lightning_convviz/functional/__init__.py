@@ -7,6 +7,7 @@ Nothing here needs Lightning or a logger, so every diagnostic can be called from
 from lightning_convviz.functional.activity import (
     accumulate_positive_counts,
     channel_positive_counts,
+    channel_positive_presence,
     dead_channels,
     dead_fraction,
     sparsity,
@@ -62,6 +63,7 @@ from lightning_convviz.functional.inversion import (
     invert_codes,
     total_variation,
 )
+from lightning_convviz.functional.loss_tally import LossTally
 from lightning_convviz.functional.lr_judgement import (
     EpochSignals,
     Finding,
@@ -127,6 +129,7 @@ __all__ = [
     "Judgement",
     "JudgementRules",
     "LayerSpec",
+    "LossTally",
     "ModuleCall",
     "OcclusionScores",
     "ReceptiveField",
@@ -142,6 +145,7 @@ __all__ = [
     "capture_activations",
     "channel_maxima",
     "channel_positive_counts",
+    "channel_positive_presence",
     "class_model",
     "classifier_call",
     "cockpit_alpha",

@@ -14,6 +14,7 @@ import torch
 __all__ = [
     "accumulate_positive_counts",
     "channel_positive_counts",
+    "channel_positive_presence",
     "dead_channels",
     "dead_fraction",
     "sparsity",
@@ -56,16 +57,46 @@ def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
     return positive.sum(dim=0, dtype=torch.float64).to(torch.int64)
 
 
+def channel_positive_presence(activation: torch.Tensor) -> torch.Tensor:
+    """1 for each channel (dim 1) with at least one positive element, else 0: what
+    :func:`dead_channels` needs and no more (one max per channel, about four times cheaper
+    than :func:`channel_positive_counts` on a CPU). A channel holding a NaN counts as present:
+    its max cannot tell, and a channel is only called dead when it surely is.
+
+    Example:
+        >>> channel_positive_presence(torch.tensor([[1.0, -1.0], [2.0, 0.0]]))
+        tensor([1, 0])
+
+    Args:
+        activation: ``N x C x ...``.
+
+    Returns:
+        ``int64`` tensor of shape ``(C,)``.
+
+    Raises:
+        ValueError: ``activation`` has fewer than 2 dimensions.
+    """
+    if activation.ndim < 2:
+        raise ValueError(
+            f"activation: expected N x C x ..., got a tensor of shape {tuple(activation.shape)}"
+        )
+    peak = activation.detach().amax(dim=(0, *range(2, activation.ndim)))
+    return ((peak > 0) | peak.isnan()).to(torch.int64)
+
+
 def accumulate_positive_counts(
     totals: MutableMapping[Key, tuple[torch.Tensor, int]],
     key: Key,
     activation: torch.Tensor,
+    presence_only: bool = False,
 ) -> None:
     """Add one batch's positive counts per channel (dim 1) and its elements per channel to
     ``totals[key]``: the running sums from which dead filters and sparsity are read.
 
     A key whose channel count changed starts again. Runs on the activation's device with no
-    host synchronisation.
+    host synchronisation. With ``presence_only``, each batch adds 1 where a channel was
+    positive anywhere (:func:`channel_positive_presence`) and counts as one element: enough
+    for :func:`dead_channels`, not for :func:`sparsity`, and cheaper.
 
     Example:
         >>> totals = {}
@@ -78,9 +109,13 @@ def accumulate_positive_counts(
         totals: Running ``(counts, elements per channel)`` by key; updated in place.
         key: Which running sum (a layer's call site).
         activation: ``N x C x ...``.
+        presence_only: Count batches with a positive element, not positive elements.
     """
-    counts = channel_positive_counts(activation)
-    elements = activation.numel() // max(activation.shape[1], 1)
+    if presence_only:
+        counts, elements = channel_positive_presence(activation), 1
+    else:
+        counts = channel_positive_counts(activation)
+        elements = activation.numel() // max(activation.shape[1], 1)
     previous = totals.get(key)
     if previous is None or previous[0].shape != counts.shape:
         totals[key] = (counts, elements)
