@@ -57,11 +57,12 @@ zoo: install
 # LearningRateDoctor against outcomes: 3 architectures x 3 optimizers x 9 learning rates and
 # schedules, two initialisations, beside lr_find (about an hour on 2 cores; recorded runs are kept)
 lr-doctor-grid: install
-	for seed in 0 1; do \
+	for seed in 0 1 2; do \
 		$(PY) benchmarks/lr_doctor_grid.py --runs --seed $$seed --shard 0/2 & \
 		$(PY) benchmarks/lr_doctor_grid.py --runs --seed $$seed --shard 1/2; wait; \
-		$(PY) benchmarks/lr_doctor_grid.py --table --seed $$seed --out docs/lr_doctor.md; \
 	done
+	$(PY) benchmarks/lr_doctor_grid.py --table --seed 0 --out docs/lr_doctor.md
+	$(PY) benchmarks/lr_doctor_grid.py --table --seeds 0 1 2 --out docs/lr_doctor.md
 	$(PY) benchmarks/lr_doctor_cost.py
 
 clean:

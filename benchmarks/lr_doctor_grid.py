@@ -9,15 +9,18 @@ Labels come from the outcomes only: per architecture and optimizer, the best fin
 a run within ``HEALTHY_POINTS`` of it is healthy; more than ``MISSED_POINTS`` below it is "too
 low" or "too high" by the side of the best learning rate it lies on; in between it is not
 scored. A suggestion is right when it lands in the healthy band (the smallest to the largest
-learning rate labelled healthy) widened by a factor of 1.5 either side.
+learning rate labelled healthy) widened by a factor of 1.5 either side. With ``--seeds``, the
+same rule also labels each setting by its mean final accuracy over the initialisations, and
+every initialisation's verdicts are scored against both labels.
 
-Usage (``make lr-doctor-grid`` runs both seeds in two processes, about an hour on 2 cores)::
+Usage (``make lr-doctor-grid`` runs three seeds, two processes each, about 1.5 hours on 2 cores)::
 
     python benchmarks/lr_doctor_grid.py --runs [--shard 0/2] [--seed 0]  # the runs not recorded
     python benchmarks/lr_doctor_grid.py --table [--seed 0] [--out docs/lr_doctor.md]
+    python benchmarks/lr_doctor_grid.py --table --seeds 0 1 2 [--out docs/lr_doctor.md]
 
-The records (``lr_doctor_grid.jsonl``, ``lr_doctor_grid_seed1.jsonl``) keep every signal, so
-``--table`` judges them again with the rules of the code at hand.
+The records (``lr_doctor_grid.jsonl``, ``lr_doctor_grid_seed<N>.jsonl``) keep every signal,
+so ``--table`` judges them again with the rules of the code at hand.
 """
 
 from __future__ import annotations
@@ -221,6 +224,11 @@ def lr_find(architecture: str, optimizer: str, seed: int = 0) -> dict[str, Any]:
     }
 
 
+def records_path(seed: int) -> Path:
+    """Where the runs of one initialisation are recorded."""
+    return RECORDS if seed == 0 else RECORDS.with_name(f"lr_doctor_grid_seed{seed}.jsonl")
+
+
 def records(path: Path) -> Iterator[dict[str, Any]]:
     if path.exists():
         for line in path.read_text().splitlines():
@@ -277,20 +285,28 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="label, judge again and score")
     parser.add_argument("--records", type=Path, default=None, help="default: per seed, here")
     parser.add_argument("--seed", type=int, default=0, help="the models' initialisation")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --table: score these initialisations together, labels from their mean too",
+    )
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--logdir", type=Path, default=Path("runs/lr_doctor_grid"))
     parser.add_argument("--out", type=Path, default=None, help="write the tables into this doc")
     args = parser.parse_args()
     if args.records is None:
-        args.records = (
-            RECORDS
-            if args.seed == 0
-            else RECORDS.with_name(f"lr_doctor_grid_seed{args.seed}.jsonl")
-        )
+        args.records = records_path(args.seed)
     if args.runs:
         shard, shards = (int(part) for part in args.shard.split("/"))
         run_grid(args.records, shard, shards, args.epochs, args.logdir, args.seed)
-    if args.table:
+    if args.table and args.seeds:
+        from lr_doctor_scoring import report_seeds
+
+        by_seed = {seed: list(records(records_path(seed))) for seed in args.seeds}
+        print(report_seeds(by_seed, args.out, "The grid over initialisations"))
+    elif args.table:
         from lr_doctor_scoring import report
 
         title = f"The grid, initialisation seed {args.seed} (benchmarks/lr_doctor_grid.py)"

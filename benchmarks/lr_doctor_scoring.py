@@ -155,3 +155,92 @@ def report(records: list[dict[str, Any]], out: Path | None = None, title: str = 
     if out is not None:
         write_section(out, title or "The grid (benchmarks/lr_doctor_grid.py)", text)
     return text
+
+
+def _config(run: dict[str, Any]) -> tuple[str, str, str, float]:
+    return run["architecture"], run["optimizer"], run["schedule"], run["lr"]
+
+
+def consensus(by_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One run per setting with the mean final accuracy over the initialisations that ran it,
+    labelled by the same rule as a single run (``label``)."""
+    accuracies: dict[tuple[str, str, str, float], list[float]] = defaultdict(list)
+    first: dict[tuple[str, str, str, float], dict[str, Any]] = {}
+    for runs in by_seed.values():
+        for run in runs:
+            if not run.get("lr_find"):
+                accuracies[_config(run)].append(_accuracy(run))
+                first.setdefault(_config(run), run)
+    mean = [
+        {**first[config], "accuracy": sum(values) / len(values), "accuracies": values}
+        for config, values in accuracies.items()
+    ]
+    label(mean)
+    return mean
+
+
+def report_seeds(
+    by_seed: dict[int, list[dict[str, Any]]], out: Path | None = None, title: str = ""
+) -> str:
+    """Every initialisation's verdicts and suggestions scored twice: against labels from its
+    own outcomes, and against labels from the mean outcome over all initialisations (the
+    steadier ground truth: one final accuracy of a run at a high learning rate swings by
+    several points from one initialisation to the next)."""
+    settings = {_config(run): run for run in consensus(by_seed)}
+    rows = [
+        "| initialisation | labels from | verdicts right | digits CNN | ResNet-18 | ConvNeXt-Atto "
+        "| suggestions in band | lr_find in band |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts_by_seed: dict[int, dict[tuple[str, str, str, float], str]] = {}
+    for seed, records in sorted(by_seed.items()):
+        finders = {
+            (r["architecture"], r["optimizer"]): r["suggested_lr"]
+            for r in records
+            if r.get("lr_find")
+        }
+        for labels_from in ("its own runs", "the mean"):
+            runs = [dict(r) for r in records if not r.get("lr_find")]
+            if labels_from == "its own runs":
+                label(runs)
+            else:
+                for run in runs:
+                    run["label"] = settings[_config(run)]["label"]
+                    run["band"] = settings[_config(run)]["band"]
+            scores = score(runs)
+            verdicts_by_seed[seed] = {_config(r): r["judged"].verdict for r in runs}
+            finder_hits = [
+                suggestion_right(finders.get((r["architecture"], r["optimizer"])), r["band"])
+                for r in runs
+                if r["label"] in ("too low", "too high")
+            ]
+            cells = [
+                _share(scores["verdicts"][arch])
+                for arch in ("all", "digits_cnn", "resnet18", "convnext_atto")
+            ]
+            rows.append(
+                f"| seed {seed} | {labels_from} | {' | '.join(cells)} | "
+                f"{_share(scores['suggestions']['all'])} | {_share(finder_hits)} |"
+            )
+    table = [
+        "| architecture | optimizer | schedule | lr | mean val accuracy (per seed) | label "
+        "| verdicts (per seed) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for config, run in sorted(settings.items()):
+        each = ", ".join(f"{a:.3f}" for a in run["accuracies"])
+        verdicts = [verdicts_by_seed[s].get(config, "-") for s in sorted(by_seed)]
+        marked = [v if run["label"] is None or v == run["label"] else f"**{v}**" for v in verdicts]
+        rows_label = run["label"] or "not scored"
+        table.append(
+            f"| {config[0]} | {config[1]} | {config[2]} | {config[3]:g} | "
+            f"{run['accuracy']:.3f} ({each}) | {rows_label} | {', '.join(marked)} |"
+        )
+    text = "\n".join(rows) + "\n\n" + "\n".join(table)
+    if out is not None:
+        write_section(out, title or "The grid over initialisations", text)
+    return text
+
+
+def _share(hits: list[bool]) -> str:
+    return f"{sum(hits)} / {len(hits)} ({100 * sum(hits) / max(len(hits), 1):.0f} %)"
