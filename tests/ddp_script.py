@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -99,7 +100,13 @@ def faulty_monitors() -> dict[str, Any]:
     }
 
 
-def main(out: str, devices: int, faults: bool = False, share: float | None = None) -> None:
+def main(
+    out: str,
+    devices: int,
+    faults: bool = False,
+    share: float | None = None,
+    background: bool | None = None,
+) -> None:
     warnings.filterwarnings("ignore")
     pl.seed_everything(0, verbose=False)
     monitors = faulty_monitors() if faults else every_monitor()
@@ -115,7 +122,10 @@ def main(out: str, devices: int, faults: bool = False, share: float | None = Non
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[*monitors.values(), convviz.DiagnosticsBudget(max_share=share)],
+        callbacks=[
+            *monitors.values(),
+            convviz.DiagnosticsBudget(max_share=share, background=background),
+        ],
     )
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -137,6 +147,7 @@ def main(out: str, devices: int, faults: bool = False, share: float | None = Non
             "top_ids": top.ids[0].tolist(),
             "embedded": monitors["embedding"].embedded_samples,
             "verdict": monitors["doctor"].verdict,
+            "drawing_threads": [t.name for t in threading.enumerate() if "convviz" in t.name],
             "postponed": {
                 name: account.postponed
                 for name, account in convviz.callbacks.budget.budget_for(trainer).accounts.items()
@@ -153,4 +164,5 @@ if __name__ == "__main__":
         int(sys.argv[2]),
         faults=extra == ["faults"],
         share=float(extra[1]) if extra[:1] == ["share"] else None,
+        background=True if extra == ["background"] else None,
     )

@@ -31,10 +31,12 @@ def run_script(out: Path, devices: int, *extra: str) -> dict[str, object]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP on CPU is tested on Linux")
+@pytest.mark.parametrize("worker", [False, True], ids=["drawing-now", "drawing-worker"])
 def test_two_processes_with_every_callback_finish_and_share_their_statistics(
-    tmp_path: Path,
+    tmp_path: Path, worker: bool
 ) -> None:
-    summary = run_script(tmp_path, devices=2)
+    summary = run_script(tmp_path, 2, *(["background"] if worker else []))
+    assert summary["drawing_threads"] == []  # closed at teardown
     assert summary["world_size"] == 2
     # the sign channel fires on rank 1's (odd) images only: rank 0 gets them through the merge
     ids = summary["top_ids"]

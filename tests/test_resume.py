@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 from helpers import TinyCNN, loaders, make_trainer, read_events
 
 import lightning_convviz as convviz
 
 
-def callbacks() -> list[pl.Callback]:
+def callbacks(background: bool | None = None) -> list[pl.Callback]:
     return [
+        convviz.DiagnosticsBudget(max_share=None, background=background),
         convviz.ActivationStatsMonitor(every_n_steps=2, window_steps=4),
         convviz.ActivationMapMonitor(every_n_epochs=2),
         convviz.FilterMonitor(every_n_epochs=2),
@@ -35,18 +37,19 @@ def logged(log_dir: Path) -> dict[str, list[int]]:
     return steps
 
 
-def test_resumed_run_logs_the_same_steps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", [None, True], ids=["drawing-as-chosen", "drawing-worker"])
+def test_resumed_run_logs_the_same_steps(tmp_path: Path, worker: bool | None) -> None:
     train, val = loaders()
     options = {"limit_train_batches": 3, "limit_val_batches": 1}
     pl.seed_everything(0)
-    whole = make_trainer(tmp_path / "whole", callbacks(), max_epochs=4, **options)
+    whole = make_trainer(tmp_path / "whole", callbacks(worker), max_epochs=4, **options)
     whole.fit(TinyCNN(), train, val)
 
     pl.seed_everything(0)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     first = make_trainer(
         tmp_path / "split",
-        [*callbacks(), checkpoint],
+        [*callbacks(worker), checkpoint],
         max_epochs=2,
         enable_checkpointing=True,
         **options,
@@ -54,7 +57,7 @@ def test_resumed_run_logs_the_same_steps(tmp_path: Path) -> None:
     first.fit(TinyCNN(), train, val)
     second = make_trainer(
         tmp_path / "split",
-        [*callbacks(), pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "c2")],
+        [*callbacks(worker), pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "c2")],
         max_epochs=4,
         enable_checkpointing=True,
         **options,

@@ -6,7 +6,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int, to_host
 from lightning_convviz.callbacks.explainer import ProbeCallback
 from lightning_convviz.functional.capture import LayerSpec, capture_sites
 from lightning_convviz.functional.defaults import ACTIVATION_SITES
@@ -98,14 +98,21 @@ class ActivationMapMonitor(ProbeCallback):
         ):
             pl_module(probe)
         self._sites_found(self._sites)
-        for name, activation in activations.items():
-            if activation.ndim != 4:
-                continue
-            rows = [
-                render.activation_map_panel(
-                    image.cpu(), maps[: self.max_channels].cpu(), self.tile_side
-                )
-                for image, maps in zip(probe, activation, strict=True)
-            ]
-            picture = torch.cat(rows, dim=1)
-            writer.image(self._tag(name), render.to_uint8_hwc(picture), trainer.global_step)
+        images = to_host(probe)
+        maps = {
+            name: to_host(activation[:, : self.max_channels])
+            for name, activation in activations.items()
+            if activation.ndim == 4
+        }
+        step, tile_side = trainer.global_step, self.tile_side
+
+        def render_and_write() -> None:
+            for name, layer_maps in maps.items():
+                rows = [
+                    render.activation_map_panel(image, channel_maps, tile_side)
+                    for image, channel_maps in zip(images, layer_maps, strict=True)
+                ]
+                picture = torch.cat(rows, dim=1)
+                writer.image(self._tag(name), render.to_uint8_hwc(picture), step)
+
+        self._later(trainer, pl_module, render_and_write)

@@ -224,17 +224,27 @@ class ActivationStatsMonitor(ConvVizCallback):
         step = trainer.global_step
         metrics: dict[str, float] = {}
         writer = self._writer(trainer) if detailed else None
+        activities: dict[str, torch.Tensor] = {}  # on the host already
         for name, (positive, elements) in stats.items():
             metrics[self._tag("sparsity", name)] = sparsity(positive, elements).item()
             metrics[self._tag("dead_fraction", name)] = dead_fraction(positive).item()
             metrics[self._tag("dead_channels", name)] = float(dead_channels(positive).sum())
-            activity = positive.double() / elements
-            if writer is not None and self.log_histograms:
-                writer.histogram(self._tag("channel_activity", name), activity.numpy(), step)
-            if writer is not None and self.log_images:
-                picture = render.channel_activity_image(activity)
-                writer.image(self._tag("channels", name), render.to_uint8_hwc(picture), step)
+            activities[name] = positive.double() / elements
         self._log_scalars(trainer, metrics, step)
+        if writer is None or not (self.log_histograms or self.log_images):
+            return
+        histograms, images = self.log_histograms, self.log_images
+
+        def render_and_write() -> None:
+            assert writer is not None
+            for name, activity in activities.items():
+                if histograms:
+                    writer.histogram(self._tag("channel_activity", name), activity.numpy(), step)
+                if images:
+                    picture = render.channel_activity_image(activity)
+                    writer.image(self._tag("channels", name), render.to_uint8_hwc(picture), step)
+
+        self._later(trainer, None, render_and_write)
 
     # -- checkpointing -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import check_positive_int
+from lightning_convviz.callbacks.base import check_positive_int, to_host
 from lightning_convviz.callbacks.explainer import ExplainTarget, ProbeCallback, caption
 from lightning_convviz.functional.adversarial import fgsm_direction, min_fooling_epsilon
 
@@ -94,13 +94,8 @@ class AdversarialMonitor(ProbeCallback):
         step = torch.where(finite, epsilon, torch.zeros_like(epsilon)).view(-1, 1, 1, 1)
         adversarial = images + step * direction
         adversarial_probabilities, _ = self._predict(pl_module, adversarial, None)
-        tiles, texts = [], []
+        texts = []
         for index in range(len(images)):
-            tiles += [
-                render.image_for_display(images[index].cpu()),
-                render.image_for_display(direction[index].cpu()),
-                render.image_for_display(adversarial[index].cpu()),
-            ]
             found = bool(finite[index])
             fraction = float(epsilon[index]) / value_range
             texts += [
@@ -112,10 +107,16 @@ class AdversarialMonitor(ProbeCallback):
                     adversarial_probabilities[index],
                 ),
             ]
-        picture = render.labelled_grid(
-            torch.stack(tiles), texts, columns=3, min_side=self.tile_side
-        )
-        writer.image(self._tag("examples"), picture, trainer.global_step)
+        # one row per image: the image, the attack's direction, the adversarial image
+        rows = to_host(torch.stack([images, direction, adversarial], dim=1))
+        at, tile_side = trainer.global_step, self.tile_side
+
+        def render_and_write() -> None:
+            tiles = [render.image_for_display(tile) for row in rows for tile in row]
+            picture = render.labelled_grid(torch.stack(tiles), texts, columns=3, min_side=tile_side)
+            writer.image(self._tag("examples"), picture, at)
+
+        self._later(trainer, pl_module, render_and_write)
         fooled = epsilon[finite] / value_range
         metrics = {self._tag("fooled_fraction"): float(finite.float().mean())}
         if len(fooled):

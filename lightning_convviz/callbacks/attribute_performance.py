@@ -189,24 +189,30 @@ class AttributePerformanceMonitor(ConvVizCallback):
         epoch: int,
     ) -> None:
         metrics = {}
-        self._chart = self._chart or plots.Chart()
+        results = {}
         for name in self.attributes:
             result = binned_performance(
                 joined[name], joined["correct"], joined["true_probability"], self.bins
             )
-            self.results[name] = result
-            picture = plots.binned_bars(
-                result.edges.numpy(),
-                result.accuracy.numpy(),
-                result.true_probability.numpy(),
-                result.counts.numpy(),
-                attribute=name,
-                title=f"epoch {epoch}: {int(result.counts.sum())} images",
-                chart=self._chart,
-            )
-            writer.image(self._tag(name), picture, step)
+            self.results[name] = results[name] = result
             metrics[self._tag(name, "worst_bin_accuracy")] = float(result.accuracy.min())
         self._log_scalars(trainer, metrics, step)
+
+        def chart_and_write() -> None:
+            self._chart = self._chart or plots.Chart()  # made and used by one thread
+            for name, result in results.items():
+                picture = plots.binned_bars(
+                    result.edges.numpy(),
+                    result.accuracy.numpy(),
+                    result.true_probability.numpy(),
+                    result.counts.numpy(),
+                    attribute=name,
+                    title=f"epoch {epoch}: {int(result.counts.sum())} images",
+                    chart=self._chart,
+                )
+                writer.image(self._tag(name), picture, step)
+
+        self._later(trainer, None, chart_and_write)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._draw_pending(trainer, pl_module)

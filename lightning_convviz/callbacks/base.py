@@ -36,6 +36,7 @@ from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
 from lightning_convviz.writing import Writers, writers_for
+from lightning_convviz.writing.background import DEFAULT_MAX_QUEUED, close_worker, worker_for
 
 __all__ = [
     "ConvVizCallback",
@@ -292,9 +293,11 @@ class ConvVizCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
         self._release_hooks()
+        close_worker(trainer)  # what was drawn reaches the loggers before they close
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._release_hooks()
+        close_worker(trainer)  # no thread survives fit
         if stage == "fit":
             self._report_budget()
 
@@ -308,6 +311,8 @@ class ConvVizCallback(Callback):
         self._postponed_drawing: Callable[[], None] | None = None  # a collector's
         #: Which drawing is being made (for one that charges itself).
         self._drawing_made: Drawing = "between"
+        #: Render and write drawings in the drawing worker (decided in ``setup``, rank zero).
+        self._background = False
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -321,6 +326,7 @@ class ConvVizCallback(Callback):
         self._writers = self._open_writers(trainer)
         self._budget = budget_for(trainer)
         self._budget.ensure_started()
+        self._background = trainer.is_global_zero and self._budget.background(trainer)
         self._setup_model(trainer, pl_module)
         self._enabled = True
         self._agreeing = trainer.world_size > 1 and bool(self._collective_hooks)
@@ -396,6 +402,16 @@ class ConvVizCallback(Callback):
         in between when the budget allows it (else it is counted as postponed). The budget
         counts on global rank zero, which draws (no collective depends on this)."""
         budget = self._budget if trainer.is_global_zero else None
+        full = (  # the drawings queued for the worker hold memory: a full queue waits
+            drawing == "between"
+            and budget is not None
+            and self._background
+            and worker_for(trainer, budget.max_queued).full
+        )
+        if full:
+            assert budget is not None
+            budget.postpone(type(self).__name__)
+            return False
         return (
             drawing != "between"
             or budget is None
@@ -515,6 +531,32 @@ class ConvVizCallback(Callback):
 
     # -- writing -------------------------------------------------------------------------------
 
+    def _later(
+        self, trainer: Trainer, pl_module: LightningModule | None, work: Callable[[], None]
+    ) -> None:
+        """Render and write a drawing: ``work`` must need nothing of the model (its tensors
+        already copied with :func:`to_host`). In the drawing worker when training leaves a core
+        free (the loop then waits only for the copies), else now. The worker's seconds are
+        logged as ``cost/<callback>/background`` at the drawing's step."""
+        if not self._background:
+            work()
+            return
+        budget = self._budget
+        name, step = type(self).__name__, trainer.global_step
+        ready = None
+        device = getattr(pl_module, "device", None)
+        if isinstance(device, torch.device) and device.type == "cuda":
+            ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            ready.record()
+
+        def done(seconds: float) -> None:
+            if budget is not None:
+                budget.charge_background(name, seconds)
+            self._log_scalars(trainer, {f"cost/{name}/background": seconds}, step)
+
+        max_queued = budget.max_queued if budget is not None else DEFAULT_MAX_QUEUED
+        worker_for(trainer, max_queued).submit(name, step, work, ready, done)
+
     def _open_writers(self, trainer: Trainer) -> Writers:
         """The Trainer's writers; on global rank zero the dashboard of every lightning_convviz
         callback of the Trainer is written with them, once."""
@@ -589,6 +631,12 @@ class EpochDrawingCallback(ConvVizCallback):
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Make and write the pictures (global rank zero)."""
         raise NotImplementedError
+
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor`` in host memory that training cannot change (from a GPU without
+    waiting: the drawing worker waits for the copy before it reads it)."""
+    return tensor.detach().to("cpu", non_blocking=True, copy=True)
 
 
 def _synchronize(pl_module: LightningModule) -> None:

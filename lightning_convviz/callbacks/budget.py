@@ -38,6 +38,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_convviz.writing.background import DEFAULT_MAX_QUEUED, background_choice
 
 __all__ = ["Account", "Budget", "DiagnosticsBudget", "Drawing", "budget_for"]
 
@@ -73,6 +76,8 @@ class Account:
     due_since_drawing: int = 0
     #: The last drawing of the fit is made.
     finished: bool = False
+    #: Seconds its drawings took in the drawing worker, beside training (not charged).
+    background: float = 0.0
 
     @property
     def priority(self) -> float:
@@ -119,12 +124,33 @@ class Budget:
         clock: Seconds since some fixed point (default :func:`time.perf_counter`).
     """
 
-    def __init__(self, max_share: float | None = DEFAULT_SHARE, clock: Any = None) -> None:
+    def __init__(
+        self,
+        max_share: float | None = DEFAULT_SHARE,
+        clock: Any = None,
+        background: bool | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+    ) -> None:
         self.max_share = max_share
         self._clock = clock or time.perf_counter
         self._started: float | None = None
         #: Each callback's account, by class name.
         self.accounts: dict[str, Account] = {}
+        #: ``DiagnosticsBudget(background=...)``: ``None`` decides from the free cores.
+        self.wanted_background = background
+        #: Most drawings waiting for the drawing worker (their memory is held meanwhile).
+        self.max_queued = max_queued
+        self._background: bool | None = None
+
+    def background(self, trainer: Trainer) -> bool:
+        """Whether this fit's drawings are rendered and written in the drawing worker (decided
+        once per fit, said once in the log; see :func:`~lightning_convviz.writing.background.
+        background_choice`)."""
+        if self._background is None:
+            self._background, why = background_choice(trainer, self.wanted_background)
+            where = "in a background thread" if self._background else "on the training thread"
+            rank_zero_info(f"lightning_convviz: drawings are rendered and written {where}: {why}")
+        return self._background
 
     def start(self) -> None:
         """Start the clock (at the fit's setup); what was charged before is forgotten."""
@@ -144,6 +170,17 @@ class Budget:
     def stop(self) -> None:
         """The fit is over: the next one starts a new clock."""
         self._started = None
+        self._background = None
+
+    def postpone(self, owner: str) -> None:
+        """Count a due drawing of ``owner`` as postponed for a reason of its own (a full
+        drawing worker)."""
+        self.account(owner).postponed += 1
+
+    def charge_background(self, owner: str, seconds: float) -> None:
+        """Note seconds ``owner``'s drawing took in the drawing worker (beside training: the
+        share holds what the training loop waited for, not these)."""
+        self.account(owner).background += max(seconds, 0.0)
 
     def elapsed(self) -> float:
         """Seconds since :meth:`start` (0 before it)."""
@@ -269,7 +306,11 @@ def budget_for(trainer: Trainer) -> Budget:
     budget = _BUDGETS.get(trainer)
     if budget is None:
         knob = next((c for c in trainer.callbacks if isinstance(c, DiagnosticsBudget)), None)  # type: ignore[attr-defined]
-        budget = Budget(DEFAULT_SHARE if knob is None else knob.max_share)
+        budget = (
+            Budget(DEFAULT_SHARE)
+            if knob is None
+            else Budget(knob.max_share, background=knob.background, max_queued=knob.max_queued)
+        )
         _BUDGETS[trainer] = budget
     return budget
 
@@ -290,22 +331,48 @@ class DiagnosticsBudget(Callback):
         >>> from lightning_convviz import DiagnosticsBudget, SaliencyMonitor
         >>> trainer = Trainer(callbacks=[SaliencyMonitor(), DiagnosticsBudget(max_share=0.05)])
 
+    The part of a drawing that does not need the model (rendering, colour maps, charts,
+    encoding, every logger's write) runs in one background thread when training leaves a core
+    free (beside a GPU, or with more CPU cores than PyTorch's threads); then the training loop
+    waits only for the model's part, ``cost/<callback>`` is that wait (what the share holds)
+    and ``cost/<callback>/background`` the thread's seconds. At most ``max_queued`` drawings
+    wait for the thread; a due drawing in between finds it full and is postponed. Everything
+    queued is written at the end of training, at teardown, on an exception and at exit.
+
     Args:
         max_share: Most of the fit's time the drawings between each callback's first and last
             may take, in (0, 1]; ``None`` for no limit (every drawing when it is due).
+        background: Render and write in a background thread: ``None`` (when training leaves a
+            core free, said in the log), ``True`` or ``False``.
+        max_queued: Most drawings waiting for the background thread (a positive int).
 
     Raises:
-        ValueError: At construction, for a share outside (0, 1].
+        ValueError: At construction, for a share outside (0, 1], a ``background`` that is not
+            None/True/False or a ``max_queued`` that is not a positive int.
     """
 
-    def __init__(self, max_share: float | None = DEFAULT_SHARE) -> None:
+    def __init__(
+        self,
+        max_share: float | None = DEFAULT_SHARE,
+        background: bool | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+    ) -> None:
         if max_share is not None and (
             isinstance(max_share, bool)
             or not isinstance(max_share, (int, float))
             or not 0 < max_share <= 1
         ):
             raise ValueError(f"max_share: expected None or a number in (0, 1], got {max_share!r}")
+        if background not in (None, True, False):
+            raise ValueError(f"background: expected None, True or False, got {background!r}")
+        if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 1:
+            raise ValueError(f"max_queued: expected a positive int, got {max_queued!r}")
         self.max_share = None if max_share is None else float(max_share)
+        self.background = background
+        self.max_queued = max_queued
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        budget_for(trainer).max_share = self.max_share
+        budget = budget_for(trainer)
+        budget.max_share = self.max_share
+        budget.wanted_background = self.background
+        budget.max_queued = self.max_queued

@@ -6,7 +6,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import check_positive_int
+from lightning_convviz.callbacks.base import check_positive_int, to_host
 from lightning_convviz.callbacks.explainer import ProbeCallback
 from lightning_convviz.functional.guard import preserved_state
 from lightning_convviz.functional.inversion import class_model
@@ -118,10 +118,15 @@ class ClassModelMonitor(ProbeCallback):
         captions = [
             f"class {c}\np = {float(probabilities[i, c]):.2f}" for i, c in enumerate(classes)
         ]
-        picture = render.labelled_grid(
-            render.thumbnails(images, self.tile_side),
-            captions,
-            columns=min(10, len(classes)),
-            min_side=self.tile_side,
-        )
-        writer.image(self._tag("images"), picture, trainer.global_step)
+        shown, step, tile_side = to_host(images), trainer.global_step, self.tile_side
+
+        def render_and_write() -> None:
+            picture = render.labelled_grid(
+                render.thumbnails(shown, tile_side),
+                captions,
+                columns=min(10, len(classes)),
+                min_side=tile_side,
+            )
+            writer.image(self._tag("images"), picture, step)
+
+        self._later(trainer, pl_module, render_and_write)

@@ -18,7 +18,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import EpochDrawingCallback, check_positive_int
+from lightning_convviz.callbacks.base import EpochDrawingCallback, check_positive_int, to_host
 from lightning_convviz.callbacks.probe import ProbeSet, check_probe_images
 from lightning_convviz.functional.guard import preserved_state
 
@@ -165,10 +165,17 @@ class ProbeExplainer(ProbeCallback):
             return
         targets = self._targets(labels, probabilities)
         maps = self._heat_maps(pl_module, images, targets.to(pl_module.device))
-        for name, heat in maps.items():
-            tiles = render.heat_overlays(images, heat)
-            grid = render.labelled_grid(tiles, captions, min_side=self.tile_side)
-            writer.image(self._tag(name), grid, trainer.global_step)
+        shown = to_host(images)
+        heats = {name: to_host(heat) for name, heat in maps.items()}
+        step, tile_side = trainer.global_step, self.tile_side
+
+        def render_and_write() -> None:
+            for name, heat in heats.items():
+                tiles = render.heat_overlays(shown, heat)
+                grid = render.labelled_grid(tiles, captions, min_side=tile_side)
+                writer.image(self._tag(name), grid, step)
+
+        self._later(trainer, pl_module, render_and_write)
 
     def _say_outputs_not_finite(self, trainer: Trainer) -> None:
         """Once a run: the model's class scores for the probe images are NaN or infinite, so

@@ -15,6 +15,7 @@ from lightning_convviz.callbacks.base import (
     EpochDrawingCallback,
     check_layers_argument,
     check_positive_int,
+    to_host,
 )
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, is_conv
 from lightning_convviz.functional.filters import filter_noise_score, relative_change
@@ -129,6 +130,7 @@ class FilterMonitor(EpochDrawingCallback):
             return
         step = trainer.global_step
         metrics: dict[str, float] = {}
+        weights: dict[str, torch.Tensor] = {}  # host copies of the filters to draw
         for name, module in self._layers.items():
             weight = _weight(module)
             score = filter_noise_score(weight).item()
@@ -140,11 +142,17 @@ class FilterMonitor(EpochDrawingCallback):
                     weight, initial.to(weight.device)
                 ).item()
             if self.log_images and weight.ndim == 4:
-                picture = render.filter_grid(
-                    weight, self.max_outputs, self.max_inputs, self.tile_side
-                )
-                writer.image(self._tag(name), render.to_uint8_hwc(picture), step)
+                weights[name] = to_host(weight[: self.max_outputs])
         self._log_scalars(trainer, metrics, step)
+        sizes = (self.max_outputs, self.max_inputs, self.tile_side)
+
+        def render_and_write() -> None:
+            for name, weight in weights.items():
+                picture = render.filter_grid(weight, *sizes)
+                writer.image(self._tag(name), render.to_uint8_hwc(picture), step)
+
+        if weights:
+            self._later(trainer, pl_module, render_and_write)
 
     def state_dict(self) -> dict[str, Any]:
         initial = {name: w.cpu() for name, w in self._initial.items()}

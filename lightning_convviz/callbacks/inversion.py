@@ -11,7 +11,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int, to_host
 from lightning_convviz.callbacks.explainer import ProbeCallback
 from lightning_convviz.functional.capture import LayerSpec, conv_layers
 from lightning_convviz.functional.defaults import (
@@ -141,7 +141,6 @@ class InversionMonitor(ProbeCallback):
         images = probe[0]
         if not self._codes:
             self._codes = self._default_codes(pl_module, images)
-        columns = [render.thumbnails(images, self.tile_side)]
         captions = [["input"] for _ in images]
         errors = {}
         found = invert_codes(
@@ -151,15 +150,22 @@ class InversionMonitor(ProbeCallback):
             steps=self.steps,
             tolerance=self.tolerance,
         )  # every code in one optimisation: one forward and backward pass per step for all
+        columns = [to_host(images)]
         for code, result in zip(self._codes, found, strict=True):
-            columns.append(render.thumbnails(result.images, self.tile_side))
+            columns.append(to_host(result.images))
             for row, error in enumerate(result.code_error.tolist()):
                 captions[row].append(f"{code.caption}\nerror {error:.3f}")
             errors[self._tag("code_error", code.label)] = float(result.code_error.mean())
-        tiles = torch.stack(columns, dim=1).flatten(0, 1)
         texts = [text for row in captions for text in row]
-        picture = render.labelled_grid(tiles, texts, columns=len(columns), min_side=self.tile_side)
-        writer.image(self._tag("reconstructions"), picture, trainer.global_step)
+        step, tile_side = trainer.global_step, self.tile_side
+
+        def render_and_write() -> None:
+            shown = [render.thumbnails(column, tile_side) for column in columns]
+            tiles = torch.stack(shown, dim=1).flatten(0, 1)
+            picture = render.labelled_grid(tiles, texts, columns=len(shown), min_side=tile_side)
+            writer.image(self._tag("reconstructions"), picture, step)
+
+        self._later(trainer, pl_module, render_and_write)
         self._log_scalars(trainer, errors, trainer.global_step)
 
 

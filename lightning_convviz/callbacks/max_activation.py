@@ -17,6 +17,7 @@ from lightning_convviz.callbacks.base import (
     check_positive_int,
     collecting_epoch,
     inputs_from_batch,
+    to_host,
 )
 from lightning_convviz.functional.capture import LayerSpec
 from lightning_convviz.functional.defaults import FEATURE_CONVOLUTIONS
@@ -292,11 +293,21 @@ class MaxActivationMonitor(ConvVizCallback):
         states, crops, step = dict(self._states), dict(self._crops), trainer.global_step
 
         def draw() -> None:
-            for site, state in states.items():
-                if site in crops:
-                    picture = self._picture(site, state, crops[site])
-                    tag = self._tag(self._site_name(site))
-                    writer.image(tag, picture, step)
+            shown = {
+                self._tag(self._site_name(site)): (
+                    site,
+                    TopK(*(to_host(part) for part in state)),
+                    to_host(crops[site]),
+                )
+                for site, state in states.items()
+                if site in crops
+            }
+
+            def render_and_write() -> None:
+                for tag, (site, state, site_crops) in shown.items():
+                    writer.image(tag, self._picture(site, state, site_crops), step)
+
+            self._later(trainer, pl_module, render_and_write)
 
         self._draw_collected(trainer, pl_module, draw)
 
