@@ -6,10 +6,12 @@ of a process pays one-time costs): a plain fit, then the fit with all twelve cal
 defaults, ``--rounds`` times; the ratio of each pair's fit times is reported with its median.
 What each callback's drawings cost is read back from its ``cost/<callback>`` scalars (median
 over the rounds of the first and of the last drawing). With ``--each``, every callback alone too
-(one run each, the extra seconds over the median plain fit). Writes a section of
+(one run each, the extra seconds over the median plain fit). With ``--worker-off``, each round
+also fits every callback with the drawing worker off (``DiagnosticsBudget(background=False)``),
+the ratio before the worker, on the same machine in the same run. Writes a section of
 ``docs/benchmarks.md``.
 
-Usage: ``python benchmarks/suite_cost.py [--rounds 4] [--each] [--epochs 10]``
+Usage: ``python benchmarks/suite_cost.py [--rounds 4] [--each] [--worker-off] [--epochs 10]``
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from lightning_convviz.demo import train
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
-def every_callback_at_defaults() -> list[pl.Callback]:
-    return [getattr(convviz, name)() for name in CALLBACKS]
+def every_callback_at_defaults(background: bool | None = None) -> list[pl.Callback]:
+    callbacks = [getattr(convviz, name)() for name in CALLBACKS]
+    return [*callbacks, convviz.DiagnosticsBudget(background=background)]
 
 
 def fit_seconds(callbacks: list[Any], epochs: int) -> tuple[float, dict[str, list[float]]]:
@@ -55,13 +58,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--each", action="store_true", help="also every callback alone")
     parser.add_argument("--no-write", action="store_true", help="do not write docs")
+    parser.add_argument("--worker-off", action="store_true", help="also without drawing worker")
     args = parser.parse_args()
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     fit_seconds([], args.epochs)  # warm-up, not counted
-    plain, full, costs = [], [], []
+    plain, full, costs, worker_off = [], [], [], []
     for round_index in range(args.rounds):
         plain.append(fit_seconds([], args.epochs)[0])
+        if args.worker_off:
+            off = fit_seconds(every_callback_at_defaults(background=False), args.epochs)[0]
+            worker_off.append(off / plain[-1])
+            print(f"round {round_index + 1}: worker off, ratio {worker_off[-1]:.2f}", flush=True)
         seconds, charged = fit_seconds(every_callback_at_defaults(), args.epochs)
         full.append(seconds)
         costs.append(charged)
@@ -80,7 +88,12 @@ def main() -> None:
         f"{statistics.median(plain):.1f} s, with every callback "
         f"{statistics.median(full):.1f} s, **ratio {statistics.median(ratios):.2f}** (rounds: "
         + ", ".join(f"{r:.2f}" for r in ratios)
-        + ").",
+        + ")"
+        + (
+            f"; with the drawing worker off, ratio {statistics.median(worker_off):.2f}."
+            if worker_off
+            else "."
+        ),
         "",
         "Seconds per drawing as charged to the budget (`cost/<callback>`), median over the "
         "rounds, with how many drawings each callback made:",

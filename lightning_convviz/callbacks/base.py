@@ -538,14 +538,17 @@ class ConvVizCallback(Callback):
         already copied with :func:`to_host`). In the drawing worker when training leaves a core
         free (the loop then waits only for the copies), else now. The worker's seconds are
         logged as ``cost/<callback>/background`` at the drawing's step."""
+        device = getattr(pl_module, "device", None)
+        on_gpu = isinstance(device, torch.device) and device.type == "cuda"
         if not self._background:
+            if on_gpu:
+                torch.cuda.current_stream(device).synchronize()  # the copies to the host
             work()
             return
         budget = self._budget
         name, step = type(self).__name__, trainer.global_step
         ready = None
-        device = getattr(pl_module, "device", None)
-        if isinstance(device, torch.device) and device.type == "cuda":
+        if on_gpu:
             ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
             ready.record()
 

@@ -119,7 +119,7 @@ class FilterMonitor(EpochDrawingCallback):
             return
         for name, module in self._layers.items():
             if name not in self._initial:
-                self._initial[name] = _weight(module).clone()
+                self._initial[name] = to_host(_weight(module))  # kept on the host
         self._postponed = False
         if trainer.global_step == 0:
             self._draw_first(trainer, pl_module)
@@ -129,30 +129,28 @@ class FilterMonitor(EpochDrawingCallback):
         if writer is None:
             return
         step = trainer.global_step
-        metrics: dict[str, float] = {}
-        weights: dict[str, torch.Tensor] = {}  # host copies of the filters to draw
-        for name, module in self._layers.items():
-            weight = _weight(module)
-            score = filter_noise_score(weight).item()
-            if not math.isnan(score):
-                metrics[self._tag("noise_score", name)] = score
-            initial = self._initial.get(name)
-            if initial is not None:
-                metrics[self._tag("relative_change", name)] = relative_change(
-                    weight, initial.to(weight.device)
-                ).item()
-            if self.log_images and weight.ndim == 4:
-                weights[name] = to_host(weight[: self.max_outputs])
-        self._log_scalars(trainer, metrics, step)
+        # the training loop waits for these copies only: the scores, the relative changes and
+        # the pictures are made from them (in the drawing worker when there is one)
+        weights = {name: to_host(_weight(module)) for name, module in self._layers.items()}
+        initial = dict(self._initial)
         sizes = (self.max_outputs, self.max_inputs, self.tile_side)
+        log_images = self.log_images
 
-        def render_and_write() -> None:
+        def measure_render_and_write() -> None:
+            metrics: dict[str, float] = {}
             for name, weight in weights.items():
-                picture = render.filter_grid(weight, *sizes)
-                writer.image(self._tag(name), render.to_uint8_hwc(picture), step)
+                score = filter_noise_score(weight).item()
+                if not math.isnan(score):
+                    metrics[self._tag("noise_score", name)] = score
+                if name in initial:
+                    change = relative_change(weight, initial[name].to(weight.device))
+                    metrics[self._tag("relative_change", name)] = change.item()
+                if log_images and weight.ndim == 4:
+                    picture = render.filter_grid(weight, *sizes)
+                    writer.image(self._tag(name), render.to_uint8_hwc(picture), step)
+            self._log_scalars(trainer, metrics, step)
 
-        if weights:
-            self._later(trainer, pl_module, render_and_write)
+        self._later(trainer, pl_module, measure_render_and_write)
 
     def state_dict(self) -> dict[str, Any]:
         initial = {name: w.cpu() for name, w in self._initial.items()}
