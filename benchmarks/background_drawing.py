@@ -27,8 +27,9 @@ from results import CALLBACKS, drawing_costs, write_section
 
 import lightning_convviz as convviz
 
-#: Callbacks that draw (the learning-rate doctor logs numbers and a text).
-DRAWING = [name for name in CALLBACKS if name != "LearningRateDoctor"]
+#: Callbacks that draw (the per-step statistics of the doctor and of ActivationStatsMonitor are
+#: not drawings: nothing of theirs is charged to the budget).
+DRAWING = [n for n in CALLBACKS if n not in ("LearningRateDoctor", "ActivationStatsMonitor")]
 
 
 def fit(name: str, background: bool, classes: int, side: int, accelerator: str) -> Any:

@@ -182,6 +182,13 @@ def test_digits_codes_embed_into_a_faithful_map_beside_training(
     # ... not waited for: the loop's wait is less than the embedding (seconds on this machine's
     # load are no promise; the comparison is)
     assert report_stall(monitor, f"digits, {elapsed:.1f} s in all") < min(monitor.embedding_seconds)
+    # the budget is charged what the loop waited; the seconds beside it (the t-SNE's, and the
+    # drawing worker's writing) are logged apart
+    background = [e.value for e in events.Scalars("cost/EmbeddingMonitor/background")]
+    costs = [e.value for e in events.Scalars("cost/EmbeddingMonitor")]
+    assert len(background) == len(costs) == 2
+    for cost, beside, seconds in zip(costs, background, monitor.embedding_seconds, strict=True):
+        assert cost < seconds <= beside
     grid = logged_image(events, "embedding/grid").astype(float)
     assert (np.abs(grid - grid.mean()) > 10).any()  # there are digits in it
 
@@ -198,11 +205,12 @@ def test_the_embedding_is_made_at_once_when_training_keeps_every_core_busy(
     )
     # on the training's thread, with every core
     assert embedding_calls == [(threading.current_thread().name, available_cores())] * 2
-    # the training loop waited for each embedding, which was charged as this drawing's cost
-    for stall, seconds in zip(monitor.stall_seconds, monitor.embedding_seconds, strict=True):
-        assert stall >= seconds
+    # the training loop waited for each embedding and its writing, charged as the drawing's cost
     costs = [e.value for e in read_events(tmp_path / LOG).Scalars("cost/EmbeddingMonitor")]
-    assert costs == pytest.approx(monitor.embedding_seconds)
+    for stall, seconds, cost in zip(
+        monitor.stall_seconds, monitor.embedding_seconds, costs, strict=True
+    ):
+        assert seconds <= cost <= stall
 
 
 def test_a_failing_embedding_warns_and_training_goes_on(

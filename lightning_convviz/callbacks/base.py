@@ -532,21 +532,29 @@ class ConvVizCallback(Callback):
     # -- writing -------------------------------------------------------------------------------
 
     def _later(
-        self, trainer: Trainer, pl_module: LightningModule | None, work: Callable[[], None]
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule | None,
+        work: Callable[[], None],
+        beside: float = 0.0,
     ) -> None:
         """Render and write a drawing: ``work`` must need nothing of the model (its tensors
         already copied with :func:`to_host`). In the drawing worker when training leaves a core
-        free (the loop then waits only for the copies), else now. The worker's seconds are
-        logged as ``cost/<callback>/background`` at the drawing's step."""
+        free (the loop then waits only for the copies), else now. The seconds the drawing spent
+        beside training (the worker's, plus ``beside``: a t-SNE in its own thread) are logged as
+        ``cost/<callback>/background`` at the drawing's step."""
+        name, step = type(self).__name__, trainer.global_step
+        tag = f"cost/{name}/background"
         device = getattr(pl_module, "device", None)
         on_gpu = isinstance(device, torch.device) and device.type == "cuda"
         if not self._background:
             if on_gpu:
                 torch.cuda.current_stream(device).synchronize()  # the copies to the host
             work()
+            if beside > 0:
+                self._log_scalars(trainer, {tag: beside}, step)
             return
         budget = self._budget
-        name, step = type(self).__name__, trainer.global_step
         ready = None
         if on_gpu:
             ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
@@ -554,8 +562,8 @@ class ConvVizCallback(Callback):
 
         def done(seconds: float) -> None:
             if budget is not None:
-                budget.charge_background(name, seconds)
-            self._log_scalars(trainer, {f"cost/{name}/background": seconds}, step)
+                budget.charge_background(name, seconds + beside)
+            self._log_scalars(trainer, {tag: seconds + beside}, step)
 
         max_queued = budget.max_queued if budget is not None else DEFAULT_MAX_QUEUED
         worker_for(trainer, max_queued).submit(name, step, work, ready, done)

@@ -59,6 +59,10 @@ class _Job:
     threads: int
     #: Which drawing of the fit (the first and last are charged apart from the share).
     drawing: Drawing = "between"
+    #: Embedded in the background thread (beside training), not on the training thread.
+    background: bool = False
+    #: Seconds the training loop waited to gather the codes and hand them over.
+    waited: float = 0.0
 
 
 @dataclass
@@ -280,13 +284,19 @@ class EmbeddingMonitor(ConvVizCallback):
             codes, labels, pictures = gathered
             threads, background = self._threads(trainer, pl_module)
             job = _Job(trainer.global_step, trainer.current_epoch, codes, labels, pictures, threads)
-            submit = self._submit if background else self._embed_now
-            self._draw_collected(
-                trainer,
-                pl_module,
-                lambda: submit(trainer, dataclasses.replace(job, drawing=self._drawing_made)),
-                timed=False,
-            )
+            gathering = time.perf_counter() - start
+
+            def hand_over() -> None:
+                handing = time.perf_counter()
+                made = dataclasses.replace(job, drawing=self._drawing_made, background=background)
+                if background:
+                    self._submit(trainer, made)
+                    # the loop waited for the gathering and the hand-over, not for the t-SNE
+                    made.waited = gathering + time.perf_counter() - handing
+                else:
+                    self._embed_now(trainer, made)
+
+            self._draw_collected(trainer, pl_module, hand_over, timed=False)
         self.stall_seconds.append(time.perf_counter() - start)
 
     def _threads(self, trainer: Trainer, pl_module: LightningModule) -> tuple[int, bool]:
@@ -401,21 +411,26 @@ class EmbeddingMonitor(ConvVizCallback):
 
     def _write(self, trainer: Trainer, result: _Result) -> None:
         self.embedding_seconds.append(result.seconds)
-        # the t-SNE's time is the drawing's (in the background, it shares the machine)
-        self.charge(trainer, result.seconds, result.job.drawing)
         self.embedded_samples.append(len(result.job.codes))
         rank_zero_info(
             f"EmbeddingMonitor: embedding of step {result.step} done in {result.seconds:.1f} s"
         )
+        start = time.perf_counter()
         writer = self._writer(trainer)
-        if writer is None:
-            return
+        beside = result.seconds if result.job.background else 0.0
+        if writer is not None:
+            self._later(trainer, None, lambda: self._write_pictures(writer, result), beside)
+        writing = time.perf_counter() - start
+        if result.job.background:  # the budget holds what the loop waited for, not the t-SNE
+            self.charge(trainer, result.job.waited + writing, result.job.drawing)
+        else:  # the t-SNE's time is the drawing's
+            self.charge(trainer, result.seconds + writing, result.job.drawing)
+
+    def _write_pictures(self, writer: Any, result: _Result) -> None:
         writer.image(self._tag("scatter"), result.scatter, result.step)
         writer.image(self._tag("grid"), result.grid, result.step)
-        self._log_scalars(
-            trainer,
-            {self._tag(name): value for name, value in result.metrics.items()},
-            result.step,
+        writer.scalars(
+            {self._tag(name): value for name, value in result.metrics.items()}, result.step
         )
         job = result.job
         points = EmbeddingPoints(job.codes, result.points, job.labels)
