@@ -66,7 +66,7 @@ class StepTimer(pl.Callback):
 
 
 def run(monitored: bool, steps: int, log_dir: str) -> list[float]:
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     data = TensorDataset(torch.randn(32 * steps, 3, 64, 64), torch.randint(0, 10, (32 * steps,)))
     timer = StepTimer()
     callbacks: list[pl.Callback] = [timer]

@@ -146,10 +146,10 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     rows = []
     for validate, name in ((False, "training only"), (True, "with validation, as the demo")):
-        pl.seed_everything(0, verbose=False)
+        pl.seed_everything(0)
         doctor, fit, measured = share(
             DigitsConvNet(), DigitsDataModule(batch_size=64), 5, args.accelerator, validate
         )

@@ -164,7 +164,7 @@ def train(setting: Setting, epochs: int, log_dir: Path, seed: int = 0) -> dict[s
     from lightning_convviz.data import DigitsDataModule
 
     quiet()
-    pl.seed_everything(seed, verbose=False)  # the initialisation; the data split stays
+    pl.seed_everything(seed)  # the initialisation; the data split stays
     data = DigitsDataModule(batch_size=64, image_size=32)
     steps_per_epoch = 23
     model = module_for(setting, epochs, steps_per_epoch)
@@ -204,7 +204,7 @@ def lr_find(architecture: str, optimizer: str, seed: int = 0) -> dict[str, Any]:
     from lightning_convviz.data import DigitsDataModule
 
     quiet()
-    pl.seed_everything(seed, verbose=False)
+    pl.seed_everything(seed)
     setting = Setting(architecture, optimizer, 1e-3)
     model = module_for(setting, EPOCHS, 23)
     trainer = pl.Trainer(

@@ -22,8 +22,11 @@ from lightning_convviz.callbacks import (
     OcclusionMonitor,
     SaliencyMonitor,
 )
+from lightning_convviz.versions import check_unified_lightning
 
 __version__ = "0.1.0"
+
+check_unified_lightning()
 
 __all__ = [
     "ActivationMapMonitor",

@@ -183,7 +183,7 @@ def train(
     loggers: Sequence[str] = ("tensorboard",),
 ) -> pl.Trainer:
     """Train :class:`DigitsConvNet` on the digits with the callbacks; return the Trainer."""
-    pl.seed_everything(seed, verbose=False)
+    pl.seed_everything(seed)
     model = DigitsConvNet(
         lr=lr,
         weight_decay=weight_decay,

@@ -6,4 +6,4 @@ import pytorch_lightning as pl
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)

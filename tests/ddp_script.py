@@ -108,7 +108,7 @@ def main(
     background: bool | None = None,
 ) -> None:
     warnings.filterwarnings("ignore")
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     monitors = faulty_monitors() if faults else every_monitor()
     trainer = pl.Trainer(
         max_epochs=3 if faults else 2,

@@ -65,3 +65,17 @@ def test_every_callback_with_lightning_pytorch(tmp_path: Path) -> None:
     assert {"attribution/grad_cam", "embedding/scatter", "max_activation/conv2"} <= set(
         events.Tags()["images"]
     )
+
+
+@pytest.mark.parametrize(("installed", "served"), [("2.5.5", False), ("2.6.0", True)])
+def test_an_older_unified_lightning_is_named_at_import(
+    monkeypatch: pytest.MonkeyPatch, installed: str, served: bool
+) -> None:
+    from lightning_convviz import versions
+
+    monkeypatch.setattr(versions.metadata, "version", lambda name: installed)
+    if served:
+        assert versions.check_unified_lightning()
+    else:
+        with pytest.warns(UserWarning, match=rf"lightning {installed} is installed.*>=2\.6"):
+            assert not versions.check_unified_lightning()

@@ -103,21 +103,24 @@ def from_wandb(run_dir: Path) -> Content:
 
 
 def from_mlflow(store: str) -> Content:
+    from urllib.parse import unquote, urlparse
+
     from mlflow import MlflowClient
 
     client = MlflowClient(store)
     (experiment,) = [e for e in client.search_experiments() if e.name == "lightning_convviz"]
     (run,) = client.search_runs([experiment.experiment_id])
-    run_id = run.info.run_id
     content = Content()
     content.scalars = set(run.data.metrics)
-    for artifact in client.list_artifacts(run_id, "images"):
-        name = artifact.path.removeprefix("images/")
-        if name.endswith(".png"):
-            key, _, step, *_ = name.split("+")
-            local = client.download_artifacts(run_id, artifact.path)
-            content.add_image(key.replace("~", "/"), int(step), Path(local).read_bytes())
-    root = Path(client.download_artifacts(run_id, ""))
+    # read the artifact store's files themselves: MLflow's download API differs between
+    # versions and cuts names at "#", which older versions put in step-indexed image names
+    root = Path(unquote(urlparse(run.info.artifact_uri).path))
+    for path in sorted((root / "images").glob("*.png")):
+        # "<key>+step+<n>+..." with "/" as "~"; before MLflow 3.5 or so "<key>%step%<n>%..."
+        # with "/" as "#"
+        sep, slash = ("+", "~") if "+step+" in path.name else ("%", "#")
+        key, _, step, *_ = path.name.split(sep)
+        content.add_image(key.replace(slash, "/"), int(step), path.read_bytes())
     for path in root.rglob("*"):
         tag = path.parent.relative_to(root).as_posix()
         if path.suffix == ".md":

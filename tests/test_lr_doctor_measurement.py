@@ -53,7 +53,7 @@ class Busy(TinyCNN):
 
 
 def run(tmp_path: Path, callbacks: list[pl.Callback], **overrides: Any) -> Busy:
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     model = Busy()
     fit(tmp_path, callbacks, model, max_epochs=3, limit_train_batches=4, **overrides)
     return model

@@ -52,7 +52,7 @@ TRAINER_OPTIONS: dict[str, dict[str, Any]] = {
 @pytest.mark.training_outcome
 @pytest.mark.parametrize("setting", list(TRAINER_OPTIONS))
 def test_a_good_learning_rate_is_healthy(tmp_path: Path, setting: str) -> None:
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     doctor = LearningRateDoctor()
     trainer = pl.Trainer(
         max_epochs=EPOCHS,
