@@ -23,8 +23,8 @@ demo: install
 	$(PY) -m lightning_convviz.demo --lr $(LR) --epochs $(EPOCHS) --logdir $(LOGDIR) --logger $(LOGGER)
 
 lint: install
-	$(VENV)/bin/ruff check lightning_convviz tests examples benchmarks
-	$(VENV)/bin/ruff format --check lightning_convviz tests examples benchmarks
+	$(VENV)/bin/ruff check lightning_convviz tests examples benchmarks tools
+	$(VENV)/bin/ruff format --check lightning_convviz tests examples benchmarks tools
 	$(VENV)/bin/mypy
 
 # the tests of training outcomes run again under another CPU kernel set than this machine's
