@@ -23,6 +23,13 @@ __all__ = [
 Key = TypeVar("Key", bound=Hashable)
 
 
+def _check_channels(activation: torch.Tensor) -> None:
+    if activation.ndim < 2:
+        raise ValueError(
+            f"activation: expected N x C x ..., got a tensor of shape {tuple(activation.shape)}"
+        )
+
+
 def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
     """How many elements of each channel (dim 1) are positive, summed over every other dim.
 
@@ -42,10 +49,7 @@ def channel_positive_counts(activation: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: ``activation`` has fewer than 2 dimensions.
     """
-    if activation.ndim < 2:
-        raise ValueError(
-            f"activation: expected N x C x ..., got a tensor of shape {tuple(activation.shape)}"
-        )
+    _check_channels(activation)
     # sign() clamped at 0 is 1 where positive and 0 elsewhere (sign(NaN) is 0), in the
     # activation's dtype: on CPU two to three times faster than summing the bool `> 0`.
     # Per-map sums are exact in float32 below 2**24 elements, then summed over N in float64.
@@ -76,10 +80,7 @@ def channel_positive_presence(activation: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: ``activation`` has fewer than 2 dimensions.
     """
-    if activation.ndim < 2:
-        raise ValueError(
-            f"activation: expected N x C x ..., got a tensor of shape {tuple(activation.shape)}"
-        )
+    _check_channels(activation)
     peak = activation.detach().amax(dim=(0, *range(2, activation.ndim)))
     return ((peak > 0) | peak.isnan()).to(torch.int64)
 
