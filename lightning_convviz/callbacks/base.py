@@ -554,17 +554,15 @@ class ConvVizCallback(Callback):
             if beside > 0:
                 self._log_scalars(trainer, {tag: beside}, step)
             return
-        budget = self._budget
         ready = None
         if on_gpu:
             ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
             ready.record()
 
-        def done(seconds: float) -> None:
-            if budget is not None:
-                budget.charge_background(name, seconds + beside)
+        def done(seconds: float) -> None:  # beside training: logged, not charged to the share
             self._log_scalars(trainer, {tag: seconds + beside}, step)
 
+        budget = self._budget
         max_queued = budget.max_queued if budget is not None else DEFAULT_MAX_QUEUED
         worker_for(trainer, max_queued).submit(name, step, work, ready, done)
 

@@ -76,8 +76,6 @@ class Account:
     due_since_drawing: int = 0
     #: The last drawing of the fit is made.
     finished: bool = False
-    #: Seconds its drawings took in the drawing worker, beside training (not charged).
-    background: float = 0.0
 
     @property
     def priority(self) -> float:
@@ -176,11 +174,6 @@ class Budget:
         """Count a due drawing of ``owner`` as postponed for a reason of its own (a full
         drawing worker)."""
         self.account(owner).postponed += 1
-
-    def charge_background(self, owner: str, seconds: float) -> None:
-        """Note seconds ``owner``'s drawing took in the drawing worker (beside training: the
-        share holds what the training loop waited for, not these)."""
-        self.account(owner).background += max(seconds, 0.0)
 
     def elapsed(self) -> float:
         """Seconds since :meth:`start` (0 before it)."""
