@@ -19,7 +19,12 @@ from lightning_convviz import (
     ActivationStatsMonitor,
     FilterMonitor,
 )
-from lightning_convviz.functional import Site, filter_noise_score
+from lightning_convviz.functional import (
+    Site,
+    filter_chromatic_share,
+    filter_noise_score,
+    filter_orientedness,
+)
 from lightning_convviz.functional.sampling import dataset_labels, spread_indices
 
 LOG = "run/version_0"
@@ -137,6 +142,14 @@ def test_filters_rgb_first_layer_scores_and_change(tmp_path: Path) -> None:
     change = events.Scalars("filters/relative_change/conv1")
     assert change[0].step == 0 and change[0].value == 0.0
     assert change[-1].value > 0.0
+    # orientedness and colour for the convolution of the image's 3 channels only
+    weight = model.conv1.weight
+    oriented = events.Scalars("filters/orientedness/conv1")[-1].value
+    assert oriented == pytest.approx(filter_orientedness(weight).nanmean().item(), rel=1e-5)
+    chromatic = events.Scalars("filters/chromatic_share/conv1")[-1].value
+    assert chromatic == pytest.approx(filter_chromatic_share(weight).mean().item(), rel=1e-5)
+    scalars = events.Tags()["scalars"]
+    assert not any(tag.endswith(("orientedness/conv2", "chromatic_share/conv2")) for tag in scalars)
 
 
 def test_filters_every_n_epochs_without_images(tmp_path: Path) -> None:

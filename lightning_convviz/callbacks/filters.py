@@ -18,7 +18,12 @@ from lightning_convviz.callbacks.base import (
     to_host,
 )
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, is_conv
-from lightning_convviz.functional.filters import filter_noise_score, relative_change
+from lightning_convviz.functional.filters import (
+    filter_chromatic_share,
+    filter_noise_score,
+    filter_orientedness,
+    relative_change,
+)
 
 __all__ = ["FilterMonitor"]
 
@@ -41,7 +46,15 @@ class FilterMonitor(EpochDrawingCallback):
       the first layer of a network with BatchNorm, whose loss hardly depends on its scale);
       compare ``relative_change`` before concluding anything;
     * the **relative change** ``||W - W_start|| / ||W_start||`` from the weights at the start of
-      training (kept on the model's device, restored from checkpoints).
+      training (kept on the host, restored from checkpoints);
+    * for a convolution that sees the image's channels (1 or 3 input channels, not grouped:
+      usually the first), how **oriented** its filters are
+      (:func:`lightning_convviz.functional.filter_orientedness`, the mean over filters: edges
+      and gratings read high, blobs 0, random 5 x 5 filters about 0.12, 7 x 7 about 0.09) and,
+      on RGB, their **chromatic share**
+      (:func:`~lightning_convviz.functional.filter_chromatic_share`, the mean: grey filters
+      read 0, random ones about 2/3). Trained first layers of ImageNet models hold both
+      oriented grey edges and colour blobs.
 
     Only rank zero computes and writes; filters are the same on every DDP rank.
 
@@ -53,6 +66,8 @@ class FilterMonitor(EpochDrawingCallback):
         * ``filters/<layer>`` (image, TensorBoard)
         * ``filters/noise_score/<layer>`` (scalar, every logger; absent for 1x1 kernels)
         * ``filters/relative_change/<layer>`` (scalar, every logger)
+        * ``filters/orientedness/<layer>``, ``filters/chromatic_share/<layer>`` (scalars, every
+          logger; convolutions of the image's 1 or 3 channels only, chromatic share for 3)
 
     All at the Trainer's ``global_step`` (0 for the initial filters).
 
@@ -75,6 +90,10 @@ class FilterMonitor(EpochDrawingCallback):
     dashboard: ClassVar[dict[str, list[str]]] = {
         "filter noise score, every layer": ["filters/noise_score/"],
         "filter change, every layer": ["filters/relative_change/"],
+        "first-layer orientedness and colour": [
+            "filters/orientedness/",
+            "filters/chromatic_share/",
+        ],
     }
 
     def __init__(
@@ -100,6 +119,7 @@ class FilterMonitor(EpochDrawingCallback):
         self.tile_side = tile_side
         self._layers: dict[str, nn.Module] = {}
         self._initial: dict[str, torch.Tensor] = {}
+        self._sees_image: set[str] = set()
 
     @property
     def state_key(self) -> str:
@@ -113,6 +133,13 @@ class FilterMonitor(EpochDrawingCallback):
                 f"{type(self).__name__}: layers must be convolutions; not a convolution: "
                 f"{', '.join(wrong)}"
             )
+        self._sees_image = {
+            name
+            for name, module in self._layers.items()
+            if getattr(module, "groups", 1) == 1
+            and _weight(module).ndim == 4
+            and _weight(module).shape[1] in (1, 3)
+        }
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._enabled or not trainer.is_global_zero:
@@ -133,6 +160,7 @@ class FilterMonitor(EpochDrawingCallback):
         # the pictures are made from them (in the drawing worker when there is one)
         weights = {name: to_host(_weight(module)) for name, module in self._layers.items()}
         initial = dict(self._initial)
+        sees_image = set(self._sees_image)
         sizes = (self.max_outputs, self.max_inputs, self.tile_side)
         log_images = self.log_images
 
@@ -145,6 +173,13 @@ class FilterMonitor(EpochDrawingCallback):
                 if name in initial:
                     change = relative_change(weight, initial[name].to(weight.device))
                     metrics[self._tag("relative_change", name)] = change.item()
+                if name in sees_image:
+                    orientedness = filter_orientedness(weight).nanmean().item()
+                    if not math.isnan(orientedness):
+                        metrics[self._tag("orientedness", name)] = orientedness
+                    if weight.shape[1] == 3:
+                        share = filter_chromatic_share(weight).nanmean().item()
+                        metrics[self._tag("chromatic_share", name)] = share
                 if log_images and weight.ndim == 4:
                     picture = render.filter_grid(weight, *sizes)
                     writer.image(self._tag(name), render.to_uint8_hwc(picture), step)

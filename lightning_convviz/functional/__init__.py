@@ -54,7 +54,12 @@ from lightning_convviz.functional.defaults import (
     feature_convolutions,
     survey,
 )
-from lightning_convviz.functional.filters import filter_noise_score, relative_change
+from lightning_convviz.functional.filters import (
+    filter_chromatic_share,
+    filter_noise_score,
+    filter_orientedness,
+    relative_change,
+)
 from lightning_convviz.functional.guard import eager_forward, grad_enabled, preserved_state
 from lightning_convviz.functional.inversion import (
     Inversion,
@@ -160,7 +165,9 @@ __all__ = [
     "feature_convolutions",
     "fgsm",
     "fgsm_direction",
+    "filter_chromatic_share",
     "filter_noise_score",
+    "filter_orientedness",
     "fooling_image",
     "foreground_fraction",
     "grad_cam",
