@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q
-LR ?= 0.001
-EPOCHS ?= 20
+# make demo: the digits (DATA=photos: crops of photographs bundled with scikit-image);
+# LR and EPOCHS default to the demo's own (Adam 1e-3; 20 epochs)
+DATA ?= digits
+LR ?=
+EPOCHS ?=
 LOGDIR ?= runs
 LOGGER ?= tensorboard
 
@@ -20,7 +23,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m lightning_convviz.demo --lr $(LR) --epochs $(EPOCHS) --logdir $(LOGDIR) --logger $(LOGGER)
+	$(PY) -m lightning_convviz.demo --data $(DATA) $(if $(LR),--lr $(LR)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		--logdir $(LOGDIR) --logger $(LOGGER)
 
 lint: install
 	$(VENV)/bin/ruff check lightning_convviz tests examples benchmarks tools

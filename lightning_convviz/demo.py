@@ -1,4 +1,7 @@
-"""The demo: a small CNN on the bundled digits, trained with every lightning_convviz callback.
+"""The demo: a small CNN trained with every lightning_convviz callback, on data bundled with
+packages: scikit-learn's digits (the default) or crops of photographs that ship inside
+scikit-image and scikit-learn (``--data photos``, ``make demo DATA=photos``; needs
+scikit-image, the ``demo`` extra).
 
 Run ``python -m lightning_convviz.demo --lr 0.03`` (or ``make demo LR=0.03``) to see what a
 too-high learning rate does to the filters. ``--logger wandb,mlflow`` (``make demo
@@ -12,7 +15,9 @@ import argparse
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -40,13 +45,30 @@ from lightning_convviz.callbacks import (
     OcclusionMonitor,
     SaliencyMonitor,
 )
-from lightning_convviz.data import DigitsDataModule
+from lightning_convviz.data import DigitsDataModule, PhotoCropsDataModule
 
-__all__ = ["LOGGERS", "DigitsConvNet", "default_callbacks", "main", "make_loggers", "train"]
+__all__ = [
+    "DATASETS",
+    "LOGGERS",
+    "PHOTO_DATA",
+    "PHOTO_EPOCHS",
+    "PHOTO_MODEL",
+    "DemoData",
+    "DigitsConvNet",
+    "SmallConvNet",
+    "default_callbacks",
+    "main",
+    "make_data_and_model",
+    "make_loggers",
+    "train",
+]
 
 
-class DigitsConvNet(pl.LightningModule):
-    """Three conv blocks (16, 32, 64 channels; conv-ReLU-maxpool) and an MLP head.
+class SmallConvNet(pl.LightningModule):
+    """Three conv blocks (conv-ReLU-maxpool; 16, 32, 64 channels by default) and an MLP head.
+
+    The defaults are the digits demo's model; the photographs demo takes 3 input channels,
+    14 classes and a wider first layer.
 
     Args:
         lr: The optimizer's learning rate.
@@ -55,6 +77,11 @@ class DigitsConvNet(pl.LightningModule):
             initialisation (its bias starts at 0); ``None`` keeps PyTorch's default.
         batch_norm: Put a BatchNorm between each convolution and its ReLU.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        in_channels: Channels of the input images.
+        num_classes: Outputs of the classifier.
+        image_size: Side of the (square) input images, a multiple of 8.
+        widths: Output channels of the three conv blocks.
+        first_kernel: Kernel side of the first convolution (odd; later ones are 3).
     """
 
     def __init__(
@@ -64,10 +91,17 @@ class DigitsConvNet(pl.LightningModule):
         first_layer_init_std: float | None = None,
         batch_norm: bool = False,
         optimizer: str = "adam",
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 32,
+        widths: tuple[int, int, int] = (16, 32, 64),
+        first_kernel: int = 5,
     ) -> None:
         super().__init__()
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {optimizer!r}")
+        if image_size % 8:
+            raise ValueError(f"image_size: expected a multiple of 8, got {image_size!r}")
         self.save_hyperparameters()
 
         def block(inputs: int, outputs: int, kernel: int) -> list[nn.Module]:
@@ -75,15 +109,24 @@ class DigitsConvNet(pl.LightningModule):
             conv = nn.Conv2d(inputs, outputs, kernel, padding=kernel // 2)
             return [conv, *norm, nn.ReLU(), nn.MaxPool2d(2)]
 
-        self.features = nn.Sequential(*block(1, 16, 5), *block(16, 32, 3), *block(32, 64, 3))
+        first, second, third = widths
+        self.features = nn.Sequential(
+            *block(in_channels, first, first_kernel),
+            *block(first, second, 3),
+            *block(second, third, 3),
+        )
+        side = image_size // 8
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10)
+            nn.Flatten(),
+            nn.Linear(third * side * side, 128),
+            nn.ReLU(),
+            nn.Linear(128, num_classes),
         )
         if first_layer_init_std is not None:
-            first = self.features[0]
-            assert isinstance(first, nn.Conv2d) and first.bias is not None
-            nn.init.normal_(first.weight, std=first_layer_init_std)
-            nn.init.zeros_(first.bias)
+            conv = self.features[0]
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+            nn.init.normal_(conv.weight, std=first_layer_init_std)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.classifier(self.features(x))
@@ -108,6 +151,22 @@ class DigitsConvNet(pl.LightningModule):
         if self.hparams["optimizer"] == "sgd":
             return torch.optim.SGD(self.parameters(), lr=lr, momentum=0.9, weight_decay=decay)
         return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=decay)
+
+
+#: The digits demo's model: :class:`SmallConvNet` at its defaults (the name it has always had).
+DigitsConvNet = SmallConvNet
+
+#: The photographs demo's model and data (see ``benchmarks/photo_filters.py`` for how they were
+#: chosen).
+PHOTO_MODEL: dict[str, Any] = {
+    "in_channels": 3,
+    "num_classes": 14,
+    "image_size": 48,
+    "widths": (32, 32, 64),
+    "first_kernel": 7,
+}
+PHOTO_DATA: dict[str, Any] = {"image_size": 48, "centre_crops": True}
+PHOTO_EPOCHS = 20
 
 
 def default_callbacks() -> list[pl.Callback]:
@@ -169,9 +228,60 @@ def make_loggers(names: Sequence[str], log_dir: str | Path, name: str) -> list[L
     return made
 
 
+@dataclass(frozen=True)
+class DemoData:
+    """One demo's data and the model's shape for it, with their defaults."""
+
+    epochs: int
+    lr: float
+    model: dict[str, Any]
+
+
+#: The demos, by the name ``--data`` takes: the digits, and crops of 14 bundled photographs
+#: (48 px RGB, each crop's mean colour subtracted; 32 first-layer filters of 7 x 7).
+DATASETS: dict[str, DemoData] = {
+    "digits": DemoData(epochs=20, lr=1e-3, model={}),
+    "photos": DemoData(
+        epochs=PHOTO_EPOCHS,
+        lr=1e-3,
+        model=PHOTO_MODEL,
+    ),
+}
+
+
+def make_data_and_model(
+    data: str = "digits",
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    first_layer_init_std: float | None = 0.01,
+    batch_norm: bool = False,
+    optimizer: str = "adam",
+) -> tuple[pl.LightningDataModule, SmallConvNet]:
+    """The data module of :data:`DATASETS` named ``data`` and a fresh model for it.
+
+    Raises:
+        ValueError: An unknown ``data``.
+    """
+    if data not in DATASETS:
+        raise ValueError(f"data: expected one of {', '.join(DATASETS)}, got {data!r}")
+    demo = DATASETS[data]
+    model = SmallConvNet(
+        lr=demo.lr if lr is None else lr,
+        weight_decay=weight_decay,
+        first_layer_init_std=first_layer_init_std,
+        batch_norm=batch_norm,
+        optimizer=optimizer,
+        **demo.model,
+    )
+    module: pl.LightningDataModule = (
+        DigitsDataModule() if data == "digits" else PhotoCropsDataModule(**PHOTO_DATA)
+    )
+    return module, model
+
+
 def train(
-    lr: float = 1e-3,
-    epochs: int = 20,
+    lr: float | None = None,
+    epochs: int | None = None,
     log_dir: str | Path = "runs",
     name: str | None = None,
     seed: int = 0,
@@ -181,19 +291,20 @@ def train(
     callbacks: list[pl.Callback] | None = None,
     optimizer: str = "adam",
     loggers: Sequence[str] = ("tensorboard",),
+    data: str = "digits",
 ) -> pl.Trainer:
-    """Train :class:`DigitsConvNet` on the digits with the callbacks; return the Trainer."""
+    """Train :class:`SmallConvNet` on ``data`` with the callbacks; return the Trainer.
+
+    ``lr`` and ``epochs`` default to those of :data:`DATASETS` for ``data``.
+    """
     pl.seed_everything(seed)
-    model = DigitsConvNet(
-        lr=lr,
-        weight_decay=weight_decay,
-        first_layer_init_std=first_layer_init_std,
-        batch_norm=batch_norm,
-        optimizer=optimizer,
+    datamodule, model = make_data_and_model(
+        data, lr, weight_decay, first_layer_init_std, batch_norm, optimizer
     )
+    lr = float(model.hparams["lr"])
     trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=make_loggers(loggers, log_dir, name or f"digits_lr{lr:g}"),
+        max_epochs=DATASETS[data].epochs if epochs is None else epochs,
+        logger=make_loggers(loggers, log_dir, name or f"{data}_lr{lr:g}"),
         callbacks=default_callbacks() if callbacks is None else callbacks,
         log_every_n_steps=10,
         enable_checkpointing=False,
@@ -201,17 +312,28 @@ def train(
         accelerator="auto",
         devices=1,
     )
-    trainer.fit(model, datamodule=DigitsDataModule())
+    trainer.fit(model, datamodule=datamodule)
     return trainer
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m lightning_convviz.demo [--lr LR] [--epochs N] [--logdir DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument(
+        "--data",
+        choices=tuple(DATASETS),
+        default="digits",
+        help="digits (default) or photos (crops of photographs bundled with scikit-image)",
+    )
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="default: " + ", ".join(f"{k} {v.epochs}" for k, v in DATASETS.items()),
+    )
     parser.add_argument("--logdir", default="runs", help="TensorBoard log directory")
-    parser.add_argument("--name", default=None, help="run name (default: digits_lr<LR>)")
+    parser.add_argument("--name", default=None, help="run name (default: <data>_lr<LR>)")
     parser.add_argument(
         "--logger",
         default="tensorboard",
@@ -223,11 +345,18 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--logger: expected some of {', '.join(LOGGERS)}, got {args.logger!r}")
     start = time.perf_counter()
     trainer = train(
-        lr=args.lr, epochs=args.epochs, log_dir=args.logdir, name=args.name, loggers=names
+        lr=args.lr,
+        epochs=args.epochs,
+        log_dir=args.logdir,
+        name=args.name,
+        loggers=names,
+        data=args.data,
     )
     accuracy = trainer.callback_metrics.get("val/accuracy")
+    lr = float(trainer.lightning_module.hparams["lr"])
     print(
-        f"\nTrained {args.epochs} epochs at lr={args.lr:g} in {time.perf_counter() - start:.0f} s"
+        f"\nTrained {trainer.current_epoch} epochs on the {args.data} at lr={lr:g} in "
+        f"{time.perf_counter() - start:.0f} s"
         + (f", validation accuracy {float(accuracy):.3f}" if accuracy is not None else "")
     )
     root = Path(args.logdir).resolve()
