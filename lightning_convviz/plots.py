@@ -65,9 +65,11 @@ def class_scatter(
     size_inches: float = 6.0,
     dpi: int = 100,
     chart: Chart | None = None,
+    class_names: list[str] | None = None,
 ) -> np.ndarray:
     """A 2-D scatter plot coloured by class (grey without labels), drawn on ``chart`` (a new
-    one by default). Up to :data:`LEGEND_CLASSES` classes get distinct colours and a legend;
+    one by default). Up to :data:`LEGEND_CLASSES` classes get distinct colours and a legend
+    (of ``class_names[label]`` when given, else the labels);
     more (ImageNet's 1000) are coloured along a continuous map by class index, with a colour
     bar, since a legend of hundreds of entries could not be read.
 
@@ -100,7 +102,11 @@ def class_scatter(
                 points[chosen, 1],
                 s=marker,
                 color=colours(index % colours.N),
-                label=str(value),
+                label=(
+                    class_names[value]
+                    if class_names is not None and 0 <= value < len(class_names)
+                    else str(value)
+                ),
                 linewidths=0,
             )
         axes.legend(markerscale=2.5, fontsize=8, loc="best", title="class", framealpha=0.8)

@@ -103,8 +103,8 @@ class AdversarialMonitor(ProbeCallback):
                 f"eps {fraction:.3f}" if found else f"eps > {self.max_epsilon:.2f}",
                 caption(
                     None,
-                    int(adversarial_probabilities[index].argmax()),
-                    adversarial_probabilities[index],
+                    self._class_name(int(adversarial_probabilities[index].argmax())),
+                    float(adversarial_probabilities[index].max()),
                 ),
             ]
         # one row per image: the image, the attack's direction, the adversarial image

@@ -313,6 +313,8 @@ class ConvVizCallback(Callback):
         self._drawing_made: Drawing = "between"
         #: Render and write drawings in the drawing worker (decided in ``setup``, rank zero).
         self._background = False
+        #: The classes' names when the data says them (see :func:`class_names_of`).
+        self._class_names: list[str] | None = None
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -327,12 +329,18 @@ class ConvVizCallback(Callback):
         self._budget = budget_for(trainer)
         self._budget.ensure_started()
         self._background = trainer.is_global_zero and self._budget.background(trainer)
+        self._class_names = class_names_of(trainer)
         self._setup_model(trainer, pl_module)
         self._enabled = True
         self._agreeing = trainer.world_size > 1 and bool(self._collective_hooks)
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         raise NotImplementedError
+
+    def _class_name(self, index: int) -> str:
+        """How captions and legends name class ``index``: its name when the data says it."""
+        names = self._class_names
+        return names[index] if names is not None and 0 <= index < len(names) else str(index)
 
     def _resolve(
         self,
@@ -653,3 +661,18 @@ def _synchronize(pl_module: LightningModule) -> None:
     device = getattr(pl_module, "device", None)
     if isinstance(device, torch.device) and device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def class_names_of(trainer: Trainer) -> list[str] | None:
+    """The classes' names, when the fit's datamodule says them in ``class_names`` or ``classes``
+    (torchvision's datasets' attribute): a sequence of strings, one per class index."""
+    datamodule = getattr(trainer, "datamodule", None)
+    for attribute in ("class_names", "classes"):
+        names = getattr(datamodule, attribute, None)
+        if (
+            isinstance(names, list | tuple)
+            and names
+            and all(isinstance(name, str) for name in names)
+        ):
+            return list(names)
+    return None

@@ -116,7 +116,9 @@ class ClassModelMonitor(ProbeCallback):
         )
         probabilities, _ = self._predict(pl_module, images, None)
         captions = [
-            f"class {c}\np = {float(probabilities[i, c]):.2f}" for i, c in enumerate(classes)
+            f"{self._class_name(c) if self._class_names else f'class {c}'}\n"
+            f"p = {float(probabilities[i, c]):.2f}"
+            for i, c in enumerate(classes)
         ]
         shown, step, tile_side = to_host(images), trainer.global_step, self.tile_side
 

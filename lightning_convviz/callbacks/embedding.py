@@ -385,7 +385,9 @@ class EmbeddingMonitor(ConvVizCallback):
             metrics["knn_accuracy"] = knn_accuracy(embedding, job.labels, self.knn_neighbors)
         title = f"epoch {job.epoch}, step {job.step}: {len(job.codes)} samples"
         self._chart = self._chart or plots.Chart()
-        scatter = plots.class_scatter(embedding, job.labels, title, chart=self._chart)
+        scatter = plots.class_scatter(
+            embedding, job.labels, title, chart=self._chart, class_names=self._class_names
+        )
         cell = max(8, min(job.pictures.shape[-1], GRID_LIMIT // self.grid_side))
         pictures = torch.nn.functional.interpolate(job.pictures.float() / 255, size=(cell, cell))
         grid = render.to_uint8_hwc(

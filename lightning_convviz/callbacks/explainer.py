@@ -121,7 +121,11 @@ class ProbeCallback(EpochDrawingCallback):
             probabilities = pl_module(images).float().softmax(dim=1).cpu()
         predicted = probabilities.argmax(dim=1)
         captions = [
-            caption(None if label is None else int(label), int(guess), probability)
+            caption(
+                None if label is None else self._class_name(int(label)),
+                self._class_name(int(guess)),
+                float(probability[guess]),
+            )
             for label, guess, probability in zip(
                 labels if labels is not None else [None] * len(images),
                 predicted,
@@ -190,6 +194,7 @@ class ProbeExplainer(ProbeCallback):
         )
 
 
-def caption(label: int | None, predicted: int, probabilities: torch.Tensor) -> str:
-    shown = f"pred {predicted} ({float(probabilities[predicted]):.2f})"
+def caption(label: str | None, predicted: str, probability: float) -> str:
+    """``true <label>`` (when known) over ``pred <predicted> (<probability>)``."""
+    shown = f"pred {predicted} ({probability:.2f})"
     return shown if label is None else f"true {label}\n{shown}"
