@@ -12,6 +12,7 @@ LOGGER=wandb,mlflow``) logs to other loggers than TensorBoard: Weights & Biases 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import time
 from collections.abc import Sequence
@@ -340,6 +341,11 @@ def main(argv: list[str] | None = None) -> None:
         help=f"comma-separated loggers, of {', '.join(LOGGERS)} (default: tensorboard)",
     )
     args = parser.parse_args(argv)
+    if args.data == "photos" and importlib.util.find_spec("skimage") is None:
+        parser.error(
+            "--data photos: the photographs come with scikit-image, which is not installed: "
+            "pip install 'lightning_convviz[demo]' (or scikit-image)"
+        )
     names = [name.strip() for name in args.logger.split(",") if name.strip()]
     if not names or not set(names) <= set(LOGGERS):
         parser.error(f"--logger: expected some of {', '.join(LOGGERS)}, got {args.logger!r}")

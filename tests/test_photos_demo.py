@@ -63,3 +63,20 @@ def test_first_layer_filters_turn_oriented_on_photographs(tmp_path: Path) -> Non
     start, end = scores[0].value, scores[-1].value
     # random 7 x 7 filters read about 0.09: trained ones more than twice that
     assert start < 0.12 and end > 2 * start, (start, end)
+
+
+def test_without_scikit_image_the_photos_demo_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "skimage" else find_spec(name, *a),
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", "photos"])
+    assert exit_.value.code == 2
+    assert "pip install 'lightning_convviz[demo]'" in capsys.readouterr().err

@@ -28,4 +28,9 @@ PY
 "$work/venv/bin/convviz-demo" --epochs 2 --logdir logs > "$work/demo.log" 2>&1 || {
     tail -30 "$work/demo.log"; exit 1; }
 "$work/venv/bin/python" "$root/tools/read_demo_logs.py" logs
+# without the demo extra, the photographs demo says what to install (and trains nothing)
+if "$work/venv/bin/convviz-demo" --data photos --logdir logs > "$work/photos.log" 2>&1; then
+    echo "convviz-demo --data photos ran without scikit-image"; exit 1
+fi
+grep -q "lightning_convviz\[demo\]" "$work/photos.log" || { tail -5 "$work/photos.log"; exit 1; }
 echo "wheel check passed: $(ls "$root"/dist)"
