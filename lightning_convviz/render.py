@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -251,6 +252,8 @@ def labelled_grid(
     """Tiles ``N x 3 x H x W`` in ``[0, 1]`` in a grid, each with a caption under it.
 
     Captions may have several lines (``"\\n"``); the strip under each tile fits the longest.
+    A line wider than its tile is shortened with an ellipsis, before a closing ``" (...)"``
+    when it has one (``"pred immunohisto… (0.73)"``), so that neighbours never overlap.
 
     Returns a ``H x W x 3`` uint8 array ready for ``SummaryWriter.add_image(...,
     dataformats="HWC")``.
@@ -275,8 +278,20 @@ def labelled_grid(
         top = pad + (index // columns) * cell_h
         canvas.paste(Image.fromarray(to_uint8_hwc(tiles[index])), (left, top))
         position = (left + 2, top + height + 1)
-        draw.multiline_text(position, captions[index], fill=(255,) * 3, font=font, spacing=2)
+        lines = [_fitted(draw, line, font, width - 2) for line in captions[index].split("\n")]
+        draw.multiline_text(position, "\n".join(lines), fill=(255,) * 3, font=font, spacing=2)
     return np.asarray(canvas).copy()
+
+
+def _fitted(draw: Any, line: str, font: Any, width: int) -> str:
+    """``line``, shortened with an ellipsis until it is at most ``width`` pixels wide."""
+    if draw.textlength(line, font=font) <= width:
+        return line
+    head, opening, tail = line.rpartition(" (")
+    kept, end = (head, opening + tail) if opening and line.endswith(")") else (line, "")
+    while kept and draw.textlength(kept + "\u2026" + end, font=font) > width:
+        kept = kept[:-1]
+    return kept + "\u2026" + end
 
 
 def thumbnails(images: torch.Tensor, side: int) -> torch.Tensor:

@@ -33,3 +33,24 @@ def test_overlays_made_together_equal_each_made_alone(channels: int, side: int) 
     for image, heat, made in zip(images, heats, together, strict=True):
         # each image and map on its own scale, not the batch's
         assert torch.allclose(render.heat_overlay(image, heat), made, atol=1e-6)
+
+
+def test_a_caption_wider_than_its_tile_is_shortened_not_spilled() -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    from lightning_convviz.render import GRID_COLOR, _fitted, labelled_grid
+
+    tiles = torch.zeros(2, 3, 48, 48)
+    grid = labelled_grid(
+        tiles, ["true astronaut\npred immunohistochemistry (0.73)", ""], min_side=48
+    )
+    background = round(GRID_COLOR * 255)
+    second_cell = grid[48 + 2 :, 2 + 48 + 2 :]  # the caption strip under the second tile
+    assert (second_cell == background).all()
+    font = ImageFont.load_default(size=11)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    short = _fitted(draw, "pred immunohistochemistry (0.73)", font, 94)
+    assert short.startswith("pred imm") and short.endswith("\u2026 (0.73)")
+    assert draw.textlength(short, font=font) <= 94
+    assert _fitted(draw, "pred cat (0.73)", font, 200) == "pred cat (0.73)"
+    assert _fitted(draw, "a very long line without a number", font, 40).endswith("\u2026")
