@@ -16,7 +16,7 @@ import importlib.util
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,6 @@ from lightning_convviz.data import DigitsDataModule, PhotoCropsDataModule
 __all__ = [
     "DATASETS",
     "LOGGERS",
-    "PHOTO_DATA",
-    "PHOTO_EPOCHS",
-    "PHOTO_MODEL",
     "DemoData",
     "DigitsConvNet",
     "SmallConvNet",
@@ -103,6 +100,8 @@ class SmallConvNet(pl.LightningModule):
             raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {optimizer!r}")
         if image_size % 8:
             raise ValueError(f"image_size: expected a multiple of 8, got {image_size!r}")
+        if first_kernel < 1 or first_kernel % 2 == 0:
+            raise ValueError(f"first_kernel: expected an odd kernel side, got {first_kernel!r}")
         self.save_hyperparameters()
 
         def block(inputs: int, outputs: int, kernel: int) -> list[nn.Module]:
@@ -156,18 +155,6 @@ class SmallConvNet(pl.LightningModule):
 
 #: The digits demo's model: :class:`SmallConvNet` at its defaults (the name it has always had).
 DigitsConvNet = SmallConvNet
-
-#: The photographs demo's model and data (see ``benchmarks/photo_filters.py`` for how they were
-#: chosen).
-PHOTO_MODEL: dict[str, Any] = {
-    "in_channels": 3,
-    "num_classes": 14,
-    "image_size": 48,
-    "widths": (32, 32, 64),
-    "first_kernel": 7,
-}
-PHOTO_DATA: dict[str, Any] = {"image_size": 48, "centre_crops": True}
-PHOTO_EPOCHS = 20
 
 
 def default_callbacks() -> list[pl.Callback]:
@@ -231,21 +218,31 @@ def make_loggers(names: Sequence[str], log_dir: str | Path, name: str) -> list[L
 
 @dataclass(frozen=True)
 class DemoData:
-    """One demo's data and the model's shape for it, with their defaults."""
+    """One demo: its epochs and learning rate, and arguments of its model and data module."""
 
     epochs: int
     lr: float
-    model: dict[str, Any]
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
-#: The demos, by the name ``--data`` takes: the digits, and crops of 14 bundled photographs
-#: (48 px RGB, each crop's mean colour subtracted; 32 first-layer filters of 7 x 7).
+#: The demos, by the name ``--data`` takes: the digits (:class:`DigitsDataModule`, the model
+#: at its defaults), and crops of 14 bundled photographs (:class:`PhotoCropsDataModule`: 48 px
+#: RGB, each crop's mean colour subtracted; 32 first-layer filters of 7 x 7; how these were
+#: chosen: ``benchmarks/photo_filters.py`` and ``docs/photos.md``).
 DATASETS: dict[str, DemoData] = {
-    "digits": DemoData(epochs=20, lr=1e-3, model={}),
+    "digits": DemoData(epochs=20, lr=1e-3),
     "photos": DemoData(
-        epochs=PHOTO_EPOCHS,
+        epochs=20,
         lr=1e-3,
-        model=PHOTO_MODEL,
+        model={
+            "in_channels": 3,
+            "num_classes": 14,
+            "image_size": 48,
+            "widths": (32, 32, 64),
+            "first_kernel": 7,
+        },
+        data={"image_size": 48, "centre_crops": True},
     ),
 }
 
@@ -275,7 +272,7 @@ def make_data_and_model(
         **demo.model,
     )
     module: pl.LightningDataModule = (
-        DigitsDataModule() if data == "digits" else PhotoCropsDataModule(**PHOTO_DATA)
+        DigitsDataModule(**demo.data) if data == "digits" else PhotoCropsDataModule(**demo.data)
     )
     return module, model
 

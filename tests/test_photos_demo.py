@@ -10,7 +10,7 @@ from helpers import read_events
 
 from lightning_convviz import FilterMonitor
 from lightning_convviz.data import PhotoCropsDataModule
-from lightning_convviz.demo import DATASETS, PHOTO_DATA, SmallConvNet, main, train
+from lightning_convviz.demo import DATASETS, SmallConvNet, main, train
 
 #: Tag prefixes of the pictures of the demo's callbacks (all but the doctor draw).
 PICTURES = (
@@ -48,7 +48,7 @@ def test_the_photos_demo_logs_every_callbacks_pictures(
 def test_the_photos_model_and_data_fit_together() -> None:
     demo = DATASETS["photos"]
     model = SmallConvNet(**demo.model)
-    data = PhotoCropsDataModule(**PHOTO_DATA, train_crops_per_photo=2, val_crops_per_photo=2)
+    data = PhotoCropsDataModule(**demo.data, train_crops_per_photo=2, val_crops_per_photo=2)
     data.setup("fit")
     images, _ = next(iter(data.val_dataloader()))
     assert model(images).shape == (28, data.num_classes)
@@ -80,3 +80,16 @@ def test_without_scikit_image_the_photos_demo_says_what_to_install(
         main(["--data", "photos"])
     assert exit_.value.code == 2
     assert "pip install 'lightning_convviz[demo]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"first_kernel": 4}, "first_kernel"),
+        ({"image_size": 30}, "image_size"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+    ],
+)
+def test_bad_model_arguments_name_themselves(kwargs: dict[str, object], argument: str) -> None:
+    with pytest.raises(ValueError, match=f"^{argument}:"):
+        SmallConvNet(**kwargs)  # type: ignore[arg-type]
