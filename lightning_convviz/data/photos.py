@@ -218,6 +218,7 @@ class PhotoCropsDataModule(LightningDataModule):
     say where each crop was cut). Both sets are drawn once, in ``setup``, from ``seed``, and
     standardised per channel with the training crops' mean and deviation. Nothing is
     downloaded: the photographs ship inside scikit-image (the ``demo`` extra) and scikit-learn.
+    ``class_names`` names the classes; the callbacks' captions and legends use it.
 
     Example:
         >>> data = PhotoCropsDataModule(train_crops_per_photo=8, val_crops_per_photo=2)
