@@ -11,7 +11,7 @@ EPOCHS ?=
 LOGDIR ?= runs
 LOGGER ?= tensorboard
 
-.PHONY: install demo diagnose test test-kernels test-oldest wheel-check lint benchmark zoo lr-doctor-grid clean
+.PHONY: install demo diagnose test test-kernels test-oldest wheel-check lint benchmark zoo lr-doctor-grid photo-filters clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,11 @@ lr-doctor-grid: install
 	$(PY) benchmarks/lr_doctor_grid.py --table --seed 0 --out docs/lr_doctor.md
 	$(PY) benchmarks/lr_doctor_grid.py --table --seeds 0 1 2 --out docs/lr_doctor.md
 	$(PY) benchmarks/lr_doctor_cost.py
+
+# the photographs demo's first-layer filters under six settings, beside random filters (about
+# 12 minutes on 2 cores); writes the table and the pictures of docs/photos.md
+photo-filters: install
+	$(PY) benchmarks/photo_filters.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST) dist runs lightning_logs .pytest_cache .mypy_cache .ruff_cache
