@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+
+from lightning_convviz.data.in_memory import InMemoryDataModule
 
 __all__ = ["DigitsDataModule", "load_digits_tensors"]
 
@@ -26,7 +27,7 @@ def load_digits_tensors(image_size: int = 32) -> tuple[torch.Tensor, torch.Tenso
     return images, torch.from_numpy(digits.target).long()
 
 
-class DigitsDataModule(LightningDataModule):
+class DigitsDataModule(InMemoryDataModule):
     """scikit-learn's 1797 handwritten digits (10 classes), in memory, standardised.
 
     A seeded split keeps ``val_fraction`` for validation; the validation loader is not shuffled,
@@ -49,15 +50,11 @@ class DigitsDataModule(LightningDataModule):
     def __init__(
         self, batch_size: int = 64, image_size: int = 32, val_fraction: float = 0.2, seed: int = 0
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, seed)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
-        self.batch_size = batch_size
         self.image_size = image_size
         self.val_fraction = val_fraction
-        self.seed = seed
-        self.train_set: TensorDataset | None = None
-        self.val_set: TensorDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -70,12 +67,3 @@ class DigitsDataModule(LightningDataModule):
         images = (images - mean) / std
         self.train_set = TensorDataset(images[train_idx], labels[train_idx])
         self.val_set = TensorDataset(images[val_idx], labels[val_idx])
-
-    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
-        assert self.train_set is not None, "call setup() first"
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=generator)
-
-    def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
-        assert self.val_set is not None, "call setup() first"
-        return DataLoader(self.val_set, self.batch_size, shuffle=False)

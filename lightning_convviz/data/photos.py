@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+
+from lightning_convviz.data.in_memory import InMemoryDataModule
 
 __all__ = ["DEFAULT_PHOTOS", "PHOTOGRAPHS", "CropBox", "PhotoCropsDataModule", "load_photographs"]
 
@@ -206,7 +207,7 @@ def _cut(photos: Sequence[torch.Tensor], boxes: Sequence[CropBox], image_size: i
     return crops.clamp_(0.0, 1.0)
 
 
-class PhotoCropsDataModule(LightningDataModule):
+class PhotoCropsDataModule(InMemoryDataModule):
     """Crops of bundled photographs, one class per photograph, with a held-out band of each.
 
     Training crops: ``train_crops_per_photo`` squares per photograph at random positions, with
@@ -254,7 +255,7 @@ class PhotoCropsDataModule(LightningDataModule):
         centre_crops: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, seed)
         if isinstance(photos, Mapping):
             self.class_names = list(photos)
             self._given: dict[str, torch.Tensor] | None = {
@@ -281,20 +282,16 @@ class PhotoCropsDataModule(LightningDataModule):
         ):
             if value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        self.batch_size = batch_size
         self.image_size = image_size
         self.crop_sides = (int(low), int(high))
         self.train_crops_per_photo = train_crops_per_photo
         self.val_crops_per_photo = val_crops_per_photo
         self.held_out_fraction = held_out_fraction
         self.centre_crops = centre_crops
-        self.seed = seed
         self.train_boxes: list[CropBox] = []
         self.val_boxes: list[CropBox] = []
         self.mean = torch.zeros(3)
         self.std = torch.ones(3)
-        self.train_set: TensorDataset | None = None
-        self.val_set: TensorDataset | None = None
 
     @property
     def num_classes(self) -> int:
@@ -347,12 +344,3 @@ class PhotoCropsDataModule(LightningDataModule):
     def unstandardise(self, images: torch.Tensor) -> torch.Tensor:
         """The model's inputs back in ``[0, 1]`` (around 0 with ``centre_crops``)."""
         return images * self.std[:, None, None] + self.mean[:, None, None]
-
-    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
-        assert self.train_set is not None, "call setup() first"
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=generator)
-
-    def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
-        assert self.val_set is not None, "call setup() first"
-        return DataLoader(self.val_set, self.batch_size, shuffle=False)
