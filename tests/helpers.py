@@ -20,6 +20,21 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightning_convviz as convviz
 from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS
 
+#: The tag sections of the demo's callbacks that draw pictures (all but the doctor).
+PICTURE_SECTIONS = (
+    "activation_stats/",
+    "activation_maps/",
+    "filters/",
+    "attribution/",
+    "occlusion/",
+    "max_activation/",
+    "embedding/",
+    "inversion/",
+    "adversarial/",
+    "class_model/",
+    "performance/",
+)
+
 
 def every_callback() -> list[pl.Callback]:
     """All twelve callbacks, at every cadence they have, sized for :class:`TinyCNN`."""

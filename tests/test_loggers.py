@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import TinyCNN, fit, hook_count, loaders, make_trainer, read_events
+from helpers import (
+    PICTURE_SECTIONS,
+    TinyCNN,
+    fit,
+    hook_count,
+    loaders,
+    make_trainer,
+    read_events,
+)
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, Logger
@@ -26,21 +34,7 @@ from lightning_convviz import (
 from lightning_convviz.demo import train
 from lightning_convviz.writing import safe_name
 
-SECTIONS = (
-    "activation_stats/",
-    "activation_maps/",
-    "filters/",
-    "attribution/",
-    "occlusion/",
-    "max_activation/",
-    "embedding/",
-    "inversion/",
-    "adversarial/",
-    "class_model/",
-    "performance/",
-    "lr_doctor/",
-    "cost/",
-)
+SECTIONS = (*PICTURE_SECTIONS, "lr_doctor/", "cost/")
 
 
 LOGGER_NAMES = ("tensorboard", "wandb", "mlflow", "csv")

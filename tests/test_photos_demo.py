@@ -6,26 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import read_events
+from helpers import PICTURE_SECTIONS, read_events
 
 from lightning_convviz import FilterMonitor
 from lightning_convviz.data import PhotoCropsDataModule
 from lightning_convviz.demo import DATASETS, SmallConvNet, main, train
-
-#: Tag prefixes of the pictures of the demo's callbacks (all but the doctor draw).
-PICTURES = (
-    "activation_stats/",
-    "activation_maps/",
-    "filters/",
-    "attribution/",
-    "occlusion/",
-    "max_activation/",
-    "embedding/",
-    "inversion/",
-    "adversarial/",
-    "class_model/",
-    "performance/",
-)
 
 
 def test_the_photos_demo_logs_every_callbacks_pictures(
@@ -35,7 +20,7 @@ def test_the_photos_demo_logs_every_callbacks_pictures(
     assert "Trained 1 epochs on the photos at lr=0.001" in capsys.readouterr().out
     events = read_events(tmp_path / "run/version_0")
     images = events.Tags()["images"]
-    for prefix in PICTURES:
+    for prefix in PICTURE_SECTIONS:
         assert any(tag.startswith(prefix) for tag in images), (prefix, sorted(images))
     first = events.Images("filters/features.0")[0]
     # 32 RGB tiles of 7 x 7 taps, each tap 4 px (the smallest multiple of 7 from 24), in 6 columns
