@@ -177,11 +177,10 @@ class FilterMonitor(EpochDrawingCallback):
                     orientedness = filter_orientedness(weight).nanmean().item()
                     if not math.isnan(orientedness):
                         metrics[self._tag("orientedness", name)] = orientedness
-                    share = math.nan
                     if weight.shape[1] == 3:
                         share = filter_chromatic_share(weight).nanmean().item()
-                    if not math.isnan(share):
-                        metrics[self._tag("chromatic_share", name)] = share
+                        if not math.isnan(share):
+                            metrics[self._tag("chromatic_share", name)] = share
                 if log_images and weight.ndim == 4:
                     picture = render.filter_grid(weight, *sizes)
                     writer.image(self._tag(name), render.to_uint8_hwc(picture), step)
