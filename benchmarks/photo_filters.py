@@ -14,7 +14,8 @@ Also how far colour alone goes: a logistic regression on each crop's mean and de
 channel (6 numbers), against the CNN's validation accuracy. Writes a section of
 ``docs/photos.md`` and the trained filters of each setting as a PNG under ``docs/images``.
 
-Usage: ``python benchmarks/photo_filters.py [--settings demo kernel5 ...] [--epochs N]``
+Usage: ``python benchmarks/photo_filters.py [--settings demo kernel5 ...] [--epochs N]
+[--merge]`` (``--merge`` reruns the settings named and keeps the other rows).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Setting:
     about: str
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    #: Stride of the first convolution; a stride of 2 takes the place of the first max-pool,
+    #: so the later layers see maps of the same size.
+    first_stride: int = 1
 
 
 SETTINGS: dict[str, Setting] = {
@@ -66,7 +70,24 @@ SETTINGS: dict[str, Setting] = {
     "kernel5": Setting("16 filters of 5 x 5", {"first_kernel": 5, "widths": (16, 32, 64)}),
     "weight_decay": Setting("weight decay 5e-4", {"weight_decay": 5e-4}),
     "px32": Setting("32 px crops", {"image_size": 32}, {"image_size": 32}),
+    "stride2": Setting("first convolution at stride 2, in place of its max-pool", first_stride=2),
 }
+
+
+def stride_first_layer(model: SmallConvNet, stride: int) -> None:
+    """Give the first convolution a stride of 2 and drop the max-pool after it."""
+    if stride == 1:
+        return
+    assert stride == 2, "a stride of 2 replaces the first block's 2 x 2 max-pool"
+    conv = model.features[0]
+    assert isinstance(conv, torch.nn.Conv2d)
+    pool = next(i for i, m in enumerate(model.features) if isinstance(m, torch.nn.MaxPool2d))
+    kernel = conv.kernel_size[0]
+    strided = torch.nn.Conv2d(
+        conv.in_channels, conv.out_channels, kernel, stride=2, padding=kernel // 2
+    )
+    strided.load_state_dict(conv.state_dict())
+    model.features[0], model.features[pool] = strided, torch.nn.Identity()
 
 
 def first_layer(model: SmallConvNet) -> torch.Tensor:
@@ -107,6 +128,7 @@ def run(name: str, setting: Setting, epochs: int | None) -> dict[str, Any]:
     model = SmallConvNet(
         lr=demo.lr, **{"first_layer_init_std": 0.01, **demo.model, **setting.model}
     )
+    stride_first_layer(model, setting.first_stride)
     initial = first_layer(model)
     trainer = pl.Trainer(
         max_epochs=epochs or demo.epochs,
@@ -141,7 +163,8 @@ def run(name: str, setting: Setting, epochs: int | None) -> dict[str, Any]:
     }
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The table's header, then one line per row."""
     lines = [
         "| setting | filters | epochs | val. accuracy (colour alone) | noise score | "
         "orientedness: mean (share beyond random's 95th pct.) | chromatic share |",
@@ -160,7 +183,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {row['about']} | {row['shape']} | {row['epochs']} ({row['seconds']:.0f} s) | "
             f"{row['accuracy']:.3f} ({row['colour_only']:.3f}) | " + " | ".join(cells) + " |"
         )
-    return "\n".join(lines)
+    return lines
+
+
+def merged(page: str, lines: list[str]) -> list[str]:
+    """``lines`` with the other settings' rows of the table already on ``page`` (``--merge``)."""
+    header, rows = lines[:2], lines[2:]
+    rows_on_page = [line for line in page.splitlines() if line.startswith("| ")]
+    by_about = {line.split("|")[1].strip(): line for line in rows_on_page}
+    by_about.update({line.split("|")[1].strip(): line for line in rows})
+    abouts = [setting.about for setting in SETTINGS.values()]
+    return header + [by_about[about] for about in abouts if about in by_about]
 
 
 def main() -> None:
@@ -168,17 +201,23 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--epochs", type=int, default=None, help="default: each setting's")
     parser.add_argument("--out", type=Path, default=DOCS / "photos.md")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other settings' rows of --out's table"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     rows = []
     for name in args.settings:
         rows.append(run(name, SETTINGS[name], args.epochs))
-        print(table(rows[-1:]), flush=True)
+        print("\n".join(table_lines(rows[-1:])), flush=True)
+    lines = table_lines(rows)
+    if args.merge and args.out.exists():
+        lines = merged(args.out.read_text(), lines)
     body = (
         "`python benchmarks/photo_filters.py` on this machine's CPU: the first convolution of "
         "the photographs demo's model, random (10 000 Gaussian filters of the same shape) / at "
-        "its initialisation / trained, each setting from the same seed.\n\n" + table(rows)
+        "its initialisation / trained, each setting from the same seed.\n\n" + "\n".join(lines)
     )
     write_section(args.out, "First-layer filters, random / initial / trained", body)
 
