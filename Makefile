@@ -93,8 +93,8 @@ lr-doctor-grid: install
 	$(PY) benchmarks/lr_doctor_grid.py --table --seeds 0 1 2 --out docs/lr_doctor.md
 	$(PY) benchmarks/lr_doctor_cost.py
 
-# the photographs demo's first-layer filters under six settings, beside random filters (about
-# 12 minutes on 2 cores); writes the table and the pictures of docs/photos.md
+# the photographs demo's first-layer filters under seven settings, beside random filters (about
+# 14 minutes on 2 cores); writes the table and the pictures of docs/photos.md
 photo-filters: install
 	$(PY) benchmarks/photo_filters.py
 
