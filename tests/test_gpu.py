@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from helpers import TinyCNN, hook_count, loaders, make_trainer, read_events
+from helpers import (
+    PICTURE_SECTIONS,
+    TinyCNN,
+    every_callback,
+    hook_count,
+    loaders,
+    make_trainer,
+    read_events,
+)
+from pytorch_lightning.loggers import TensorBoardLogger
 from test_safety import HOOKS, After, Before
 
 from lightning_convviz import (
     ActivationMapMonitor,
     ActivationStatsMonitor,
     FilterMonitor,
+    LearningRateDoctor,
     OcclusionMonitor,
     SaliencyMonitor,
 )
@@ -112,3 +124,85 @@ def test_activation_counting_makes_no_host_sync_between_logging_steps() -> None:
     assert len(monitor._window_totals()) == 0  # nothing flushed yet
     assert {site.module for site in monitor._current} >= {"relu", "layer1.0.relu"}
     assert all(counts.device.type == "cuda" for counts, _ in monitor._current.values())
+
+
+@pytest.mark.parametrize("use_orig_params", [True, False], ids=["original", "flat"])
+def test_every_callback_under_fsdp(tmp_path: Path, use_orig_params: bool) -> None:
+    """Issue 35: one process on one GPU under Lightning's FSDP strategy (which does not shard on
+    one device: FSDP falls back to NO_SHARD). With ``use_orig_params=False`` the module's
+    parameters are FSDP's flat parameters and its layers' weights plain tensors. Every callback
+    works: it logs its section, fails nowhere and leaves no hook behind."""
+    from pytorch_lightning.strategies import FSDPStrategy
+
+    model = TinyCNN()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = make_trainer(
+            tmp_path,
+            every_callback(),
+            accelerator="gpu",
+            strategy=FSDPStrategy(use_orig_params=use_orig_params),
+            max_epochs=2,
+            limit_val_batches=2,
+        )
+        train, val = loaders()
+        trainer.fit(model, train, val)
+    flat = [type(p).__name__ for p in trainer.model.parameters()]
+    assert ("FlatParameter" in flat) is not use_orig_params, flat
+    problems = [
+        str(w.message)
+        for w in caught
+        if any(phrase in str(w.message) for phrase in ("failed in", "does not apply", " is off"))
+    ]
+    tags = read_events(tmp_path / "run/version_0").Tags()
+    logged = {tag.split("/")[0] + "/" for kind in ("images", "scalars") for tag in tags[kind]}
+    missing = [section for section in (*PICTURE_SECTIONS, "lr_doctor/") if section not in logged]
+    assert (problems, missing) == ([], []), (problems, missing)
+    assert hook_count(model) == 0
+
+
+def fit_digits_in_fp16(tmp_path: Path, lr: float) -> LearningRateDoctor:
+    """The digits demo's model and data with Adam at ``lr``, 5 epochs, ``16-mixed`` with a
+    GradScaler that starts at 2**40, so that its first steps overflow and are skipped (halving
+    the scale each time) as they do on real runs."""
+    from pytorch_lightning.plugins import MixedPrecision
+
+    from lightning_convviz.demo import make_data_and_model
+
+    pl.seed_everything(0)
+    datamodule, model = make_data_and_model("digits", lr=lr)
+    doctor = LearningRateDoctor()
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**40)
+    trainer = pl.Trainer(
+        max_epochs=5,
+        logger=TensorBoardLogger(str(tmp_path), name="fp16", version=0),
+        callbacks=[doctor],
+        plugins=[MixedPrecision("16-mixed", "cuda", scaler)],
+        accelerator="gpu",
+        devices=1,
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, datamodule=datamodule)
+    return doctor
+
+
+@pytest.mark.training_outcome
+def test_fp16_skipped_steps_do_not_read_as_a_too_high_learning_rate(tmp_path: Path) -> None:
+    """Issue 35: the GradScaler's skipped steps (overflowing gradients, no update) are noted, not
+    judged: Adam 1e-3 reads healthy, as in float32."""
+    doctor = fit_digits_in_fp16(tmp_path, 1e-3)
+    skipped = [step.step for step in doctor.steps if step.skipped]
+    assert skipped, "no measured step was skipped: the test does not test what it says"
+    assert doctor.verdict == "healthy so far", (skipped, [f.evidence for f in doctor.findings])
+    assert "skipped by the optimizer" in doctor.summary()
+
+
+@pytest.mark.training_outcome
+def test_fp16_too_high_learning_rate_is_still_found(tmp_path: Path) -> None:
+    doctor = fit_digits_in_fp16(tmp_path, 3e-2)
+    assert doctor.verdict == "too high", [f.evidence for f in doctor.findings]

@@ -19,6 +19,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import default_collate
 
 from lightning_convviz.callbacks.base import clone_for_autograd, inputs_from_batch
 from lightning_convviz.functional.sampling import (
@@ -143,8 +144,13 @@ class ProbeSet:
             return None
         labels = dataset_labels(dataset)
         indices = spread_indices(len(dataset), self.count, labels)
+        # a loader without automatic batching (batch_size=None) hands its collate function
+        # whole batches: single samples are collated as a batched loader would
+        batched = getattr(loader, "batch_sampler", None) is not None
+        collate = loader.collate_fn if batched else default_collate
         try:
-            batch = loader.collate_fn([dataset[index] for index in indices])
+            batch = collate([dataset[index] for index in indices])
+            inputs_from_batch(batch)
         except Exception:  # a data set or collate function we cannot call this way
             return None
         picked = self._take(batch)
