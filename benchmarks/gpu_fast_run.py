@@ -80,27 +80,30 @@ class DeviceImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 class DeviceBatches(Sampler[torch.Tensor]):
-    """Batches of indices drawn on the device (a permutation per epoch): no host copy."""
+    """Batches of indices drawn on the device: ``batches`` random batches of the pool per epoch
+    (an epoch may be longer than the pool), or the pool in order. No host copy."""
 
-    def __init__(self, size: int, batch: int, device: torch.device, shuffle: bool) -> None:
-        self.size, self.batch, self.device, self.shuffle = size, batch, device, shuffle
+    def __init__(self, size: int, batch: int, device: torch.device, batches: int | None) -> None:
+        self.size, self.batch, self.device, self.batches = size, batch, device, batches
         self.generator = torch.Generator(device=device).manual_seed(0)
 
     def __len__(self) -> int:
-        return self.size // self.batch if self.shuffle else -(-self.size // self.batch)
+        return self.batches if self.batches is not None else -(-self.size // self.batch)
 
     def __iter__(self) -> Any:
-        order = (
-            torch.randperm(self.size, device=self.device, generator=self.generator)
-            if self.shuffle
-            else torch.arange(self.size, device=self.device)
-        )
-        for start in range(0, len(self) * self.batch, self.batch):
-            yield order[start : start + self.batch]
+        if self.batches is None:
+            order = torch.arange(self.size, device=self.device)
+            for start in range(0, self.size, self.batch):
+                yield order[start : start + self.batch]
+            return
+        for _ in range(self.batches):
+            yield torch.randint(
+                0, self.size, (self.batch,), device=self.device, generator=self.generator
+            )
 
 
-def loader(data: DeviceImages, batch: int, shuffle: bool) -> DataLoader[Any]:
-    sampler = DeviceBatches(len(data), batch, data.images.device, shuffle)
+def loader(data: DeviceImages, batch: int, batches: int | None) -> DataLoader[Any]:
+    sampler = DeviceBatches(len(data), batch, data.images.device, batches)
     return DataLoader(data, batch_size=None, sampler=sampler)
 
 
@@ -237,7 +240,7 @@ class SyncRecorder(pl.Callback):
         self.step, self.hook = trainer.global_step, "training step"
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.hook = "validation"
+        self.step, self.hook = trainer.global_step, "validation"
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if torch.cuda.is_available():
@@ -273,7 +276,7 @@ def fit(args: argparse.Namespace, callbacks: list[Any], steps: int, epochs: int)
             benchmark=True,
         )
         start = time.perf_counter()
-        trainer.fit(model, loader(train, args.batch, True), loader(val, args.val_batch, False))
+        trainer.fit(model, loader(train, args.batch, steps), loader(val, args.val_batch, None))
         wall = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
         result = Fit(wall, clock.intervals(), peak)
@@ -384,7 +387,7 @@ def sync_report(result: Fit, recorder: SyncRecorder) -> list[str]:
         "### Host synchronisations",
         "",
         f"Every callback, {len(result.intervals)} training steps, under "
-        '`torch.cuda.set_sync_debug_mode("warn")`: {len(recorder.syncs)} synchronising calls '
+        f'`torch.cuda.set_sync_debug_mode("warn")`: {len(recorder.syncs)} synchronising calls '
         f"with lightning_convviz on the stack ({len(between)} at steps where nothing of ours was "
         f"logged), {recorder.others} without.",
         "",

@@ -147,8 +147,9 @@ def test_every_callback_under_fsdp(tmp_path: Path, use_orig_params: bool) -> Non
         )
         train, val = loaders()
         trainer.fit(model, train, val)
-    flat = [type(p).__name__ for p in trainer.model.parameters()]
-    assert ("FlatParameter" in flat) is not use_orig_params, flat
+    from torch.distributed.fsdp._flat_param import FlatParameter
+
+    flat = [isinstance(p, FlatParameter) for p in trainer.model.parameters()]
     problems = [
         str(w.message)
         for w in caught
@@ -159,6 +160,7 @@ def test_every_callback_under_fsdp(tmp_path: Path, use_orig_params: bool) -> Non
     missing = [section for section in (*PICTURE_SECTIONS, "lr_doctor/") if section not in logged]
     assert (problems, missing) == ([], []), (problems, missing)
     assert hook_count(model) == 0
+    assert all(flat) is not use_orig_params, flat
 
 
 def fit_digits_in_fp16(tmp_path: Path, lr: float) -> LearningRateDoctor:

@@ -461,12 +461,16 @@ class LearningRateDoctor(ConvVizCallback):
         dead: dict[str, tuple[int, int]] = {}
         sites = self._sites
         measured = [] if sites is None else [s for s in sites.order if s in self._counts]
-        for site in measured:  # call order: the same on every rank
+        if measured:  # call order: the same on every rank; one collective, one host copy
             assert sites is not None
-            name = sites.name(site)
-            total = trainer.strategy.reduce(self._counts[site][0], reduce_op="sum")
-            dead[name] = (int((total == 0).sum()), int(total.numel()))
-            metrics[self._tag("dead_fraction", name)] = dead[name][0] / max(dead[name][1], 1)
+            counts = [self._counts[site][0].flatten().long() for site in measured]
+            totals = trainer.strategy.reduce(torch.cat(counts), reduce_op="sum")
+            parts = totals.split([len(c) for c in counts])
+            zeros: list[int] = torch.stack([(part == 0).sum() for part in parts]).tolist()
+            for site, part, dead_channels in zip(measured, parts, zeros, strict=True):
+                name = sites.name(site)
+                dead[name] = (dead_channels, int(part.numel()))
+                metrics[self._tag("dead_fraction", name)] = dead_channels / max(part.numel(), 1)
         self._counts = {}
         if self._first_conv is not None:
             name, module = self._first_conv

@@ -55,7 +55,7 @@ def spread_indices(
         raise ValueError(f"count: expected an integer >= 1, got {count!r}")
     if labels is None:
         return _spread(length, count)
-    labels = torch.as_tensor(labels).long().flatten()
+    labels = torch.as_tensor(labels).long().flatten().cpu()  # one copy, not one per class
     if len(labels) != length:
         raise ValueError(f"labels: expected {length} labels, one per sample, got {len(labels)}")
     classes = torch.unique(labels).tolist()
