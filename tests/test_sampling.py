@@ -62,6 +62,23 @@ def test_a_stream_is_reservoir_sampled_over_the_first_validation_epoch(tmp_path:
     assert len(metadata) == 100 and len(set(metadata)) == 10
 
 
+def test_a_loader_without_automatic_batching_is_read_by_index(tmp_path: Path) -> None:
+    """A loader with ``batch_size=None`` whose sampler yields whole batches of indices (as a
+    data set that lives on a GPU is read): its collate function gets batches, not samples, so
+    the probe collates single samples itself and spreads over the classes as for any loader."""
+
+    class Batched(TensorDataset):
+        def __getitem__(self, index: Any) -> Any:  # an index tensor, or one int
+            return tuple(tensor[index] for tensor in self.tensors)
+
+    data = sorted_digits()
+    batches = [torch.arange(start, min(start + 32, len(data))) for start in range(0, 300, 32)]
+    val = DataLoader(Batched(*data.tensors), batch_size=None, sampler=batches)
+    saliency = SaliencyMonitor(methods=("saliency",), num_probe_images=8)
+    fit_sorted(tmp_path, [saliency], val)
+    assert len(set(saliency.state_dict()["probe_labels"].tolist())) == 8  # read by index
+
+
 def test_spread_indices_cover_classes_round_robin() -> None:
     labels = torch.arange(10).repeat_interleave(30)  # sorted by class
     picked = spread_indices(300, 8, labels)
