@@ -45,6 +45,20 @@ def test_restores_flags_rng_grads_and_buffers_even_on_error() -> None:
         assert torch.equal(value, buffers[key]), key
 
 
+@pytest.mark.parametrize("autotuning", [True, False])
+def test_cudnn_autotuner_is_off_inside_and_restored_even_on_error(
+    monkeypatch: pytest.MonkeyPatch, autotuning: bool
+) -> None:
+    """A diagnostic's odd batch shapes must not start cuDNN's autotuner (issue 35: seconds of
+    algorithm timing per new shape on a GPU, while training waits)."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", autotuning)
+    model = TinyCNN()
+    with pytest.raises(RuntimeError, match="diagnostic failed"), preserved_state(model):
+        assert torch.backends.cudnn.benchmark is False
+        raise RuntimeError("diagnostic failed")
+    assert torch.backends.cudnn.benchmark is autotuning
+
+
 def test_grad_enabled_under_inference_mode() -> None:
     model = TinyCNN()
     with torch.inference_mode():

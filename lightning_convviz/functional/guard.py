@@ -47,7 +47,11 @@ def preserved_state(
     On exit, also when the block raises: every module's ``.training`` flag, each of ``inputs``'
     ``requires_grad``, the global torch RNG state (CPU and every initialised CUDA device) and
     every parameter's ``.grad`` (values and ``None``-ness) are as on entry. Inside the block
-    :func:`in_diagnostic` is true, so that collecting hooks ignore the block's forward passes.
+    :func:`in_diagnostic` is true, so that collecting hooks ignore the block's forward passes,
+    and cuDNN's autotuner is off (``torch.backends.cudnn.benchmark``, restored on exit): a
+    diagnostic's batches have shapes that training never runs, and with the autotuner on, each
+    new shape times every convolution algorithm of every layer first (seconds on a ResNet-50,
+    while training waits).
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
@@ -75,14 +79,17 @@ def preserved_state(
         for param in model.parameters()
     ]
     compiled_forward = _use_original_forward(model)
+    autotuning = torch.backends.cudnn.benchmark
     global _diagnostics_running
     _diagnostics_running += 1
     try:
+        torch.backends.cudnn.benchmark = False
         if eval_mode:
             model.eval()
         yield model
     finally:
         _diagnostics_running -= 1
+        torch.backends.cudnn.benchmark = autotuning
         if compiled_forward is not None:
             model.forward = compiled_forward
         for module, flag in training_flags:
