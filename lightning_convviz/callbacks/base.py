@@ -32,6 +32,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_convviz.callbacks.budget import Budget, Drawing, budget_for
+from lightning_convviz.callbacks.sharding import sharded_parameters
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
@@ -206,6 +207,12 @@ class ConvVizCallback(Callback):
     _collective_hooks: tuple[str, ...] = ()
     _enabled: bool = False
     _agreeing: bool = False
+    #: What this callback does that needs whole weights on global rank zero (it reads weights,
+    #: or runs the model on images of its own), in words after its name; ``None`` when it only
+    #: hooks the passes that training and validation make. Under a strategy that shards the
+    #: parameters (:func:`~lightning_convviz.callbacks.sharding.sharded_parameters`) such a
+    #: callback says so at ``setup`` and stays off.
+    whole_model_needed: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -324,6 +331,15 @@ class ConvVizCallback(Callback):
             return
         if getattr(trainer, "fast_dev_run", False):
             rank_zero_info(f"{type(self).__name__}: idle under fast_dev_run (no real logger).")
+            return
+        sharding = sharded_parameters(trainer)
+        if sharding is not None and self.whole_model_needed is not None:
+            rank_zero_warn(
+                f"{type(self).__name__} is off for this run: under {sharding} each rank holds a "
+                f"part of every weight, and {type(self).__name__} {self.whole_model_needed}. "
+                "Training goes on; ActivationStatsMonitor, EmbeddingMonitor and "
+                "AttributePerformanceMonitor, which read the passes the strategy makes, work."
+            )
             return
         self._writers = self._open_writers(trainer)
         self._budget = budget_for(trainer)

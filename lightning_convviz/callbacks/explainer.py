@@ -33,6 +33,8 @@ class ProbeCallback(EpochDrawingCallback):
     and every ``every_n_epochs`` epochs on global rank zero. Subclasses implement :meth:`_draw`.
     """
 
+    whole_model_needed = "runs the model on its probe images on global rank zero alone"
+
     def __init__(
         self,
         probe_images: torch.Tensor | None,

@@ -86,6 +86,8 @@ class FilterMonitor(EpochDrawingCallback):
             layer is unknown or not a convolution, or the model has no convolution.
     """
 
+    whole_model_needed = "reads each convolution's weights"
+
     section = "filters"
     dashboard: ClassVar[dict[str, list[str]]] = {
         "filter noise score, every layer": ["filters/noise_score/"],

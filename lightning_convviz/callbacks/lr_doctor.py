@@ -128,6 +128,10 @@ class LearningRateDoctor(ConvVizCallback):
             the model has no convolution.
     """
 
+    whole_model_needed = (
+        "measures each weight's step and replays training_step outside the strategy's passes"
+    )
+
     section = "lr_doctor"
     dashboard: ClassVar[dict[str, list[str]]] = {
         "update ratio, every layer (flat line: 1e-3)": [

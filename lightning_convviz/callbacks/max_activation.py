@@ -80,6 +80,10 @@ class MaxActivationMonitor(ConvVizCallback):
             layer is unknown, the model has no convolution, or a channel index is out of range.
     """
 
+    whole_model_needed = (
+        "finds each layer's receptive field with a pass of its own through the model"
+    )
+
     section = "max_activation"
     _collective_hooks = ("on_validation_epoch_end",)
 
