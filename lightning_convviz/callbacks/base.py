@@ -514,13 +514,14 @@ class ConvVizCallback(Callback):
                 f"{name}: drawing at step {trainer.global_step} (about "
                 f"{self.last_drawing_seconds:.0f} s; training goes on after it)"
             )
+        clock = self._budget.now if self._budget is not None else time.perf_counter
         _synchronize(pl_module)
-        start = time.perf_counter()
+        start = clock()
         try:
             yield
         finally:
             _synchronize(pl_module)
-            self.charge(trainer, time.perf_counter() - start, drawing)
+            self.charge(trainer, clock() - start, drawing)
 
     def charge(self, trainer: Trainer, seconds: float, drawing: Drawing) -> None:
         """Count a drawing of ``seconds`` against the budget (the first and last counted apart)

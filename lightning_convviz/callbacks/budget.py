@@ -175,6 +175,10 @@ class Budget:
         drawing worker)."""
         self.account(owner).postponed += 1
 
+    def now(self) -> float:
+        """The budget's clock: the seconds its drawings and the fit are measured in."""
+        return float(self._clock())
+
     def elapsed(self) -> float:
         """Seconds since :meth:`start` (0 before it)."""
         return 0.0 if self._started is None else max(self._clock() - self._started, 0.0)
