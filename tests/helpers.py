@@ -133,10 +133,12 @@ def loaders(batch_size: int = 8, channels: int = 3) -> tuple[DataLoader[Any], Da
 
 def make_trainer(tmp_path: Path, callbacks: list[pl.Callback], **overrides: Any) -> pl.Trainer:
     """A short fit's Trainer. Unless ``callbacks`` has a DiagnosticsBudget, every drawing is made
-    when it is due (no budget): the tests check cadences, which a budget would make depend on
-    how fast this machine is."""
+    when it is due (no budget) and on the training thread (no drawing worker): the tests check
+    cadences and pictures, which a budget would make depend on how fast this machine is, and
+    a worker on how many cores it has and how busy they are (the worker is tested with its own
+    DiagnosticsBudget(background=True))."""
     if not any(isinstance(callback, convviz.DiagnosticsBudget) for callback in callbacks):
-        callbacks = [*callbacks, convviz.DiagnosticsBudget(max_share=None)]
+        callbacks = [*callbacks, convviz.DiagnosticsBudget(max_share=None, background=False)]
     options: dict[str, Any] = dict(
         max_epochs=1,
         limit_train_batches=2,
