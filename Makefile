@@ -11,7 +11,7 @@ EPOCHS ?=
 LOGDIR ?= runs
 LOGGER ?= tensorboard
 
-.PHONY: install demo diagnose test test-kernels test-oldest wheel-check lint benchmark zoo lr-doctor-grid photo-filters clean
+.PHONY: install demo diagnose tensorboard test test-kernels test-stress test-oldest wheel-check lint benchmark zoo lr-doctor-grid photo-filters clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m lightning_convviz.demo --data $(DATA) $(if $(LR),--lr $(LR)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		--logdir $(LOGDIR) --logger $(LOGGER)
+
+# TensorBoard on the demo's logs, every frame of each time-lapse served (TensorBoard keeps 10
+# images per tag unless told: a random 10 of a longer time-lapse)
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --samples_per_plugin images=1000
 
 lint: install
 	$(VENV)/bin/ruff check lightning_convviz tests examples benchmarks tools
@@ -43,6 +48,15 @@ test: lint
 KERNELS ?= default
 test-kernels: install
 	ATEN_CPU_CAPABILITY=$(KERNELS) $(PY) -m pytest
+
+# the suite on a busy machine, as CI machines are: a CPU hog of the machine's size (one process,
+# a PyTorch thread per core) runs beside it; then the tests of training outcomes with one
+# thread (OMP_NUM_THREADS=1: other reduction orders, and the drawing worker and the background
+# t-SNE on, as where training leaves cores free)
+CORES = $(shell $(PY) -c "import os; print(len(os.sched_getaffinity(0)))")
+test-stress: install
+	$(PY) tools/cpu_hog.py --threads $(CORES) -- $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m training_outcome -q
 
 # the suite at the declared floors: every direct requirement of pyproject.toml (with the dev
 # extras) at its lowest version (uv's lowest-direct resolution) in .venv-oldest, torch 2.1 and

@@ -1,6 +1,7 @@
 """Train the digits CNN at a good and a too-high learning rate and compare the dead filters.
 
-Usage: ``python examples/learning_rate_comparison.py`` then ``tensorboard --logdir runs``.
+Usage: ``python examples/learning_rate_comparison.py`` then
+``tensorboard --logdir runs --samples_per_plugin images=1000``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ The grid of architectures, optimizers and learning rates that the doctor is judg
 Usage::
 
     python examples/lr_diagnosis.py [--epochs 5] [--logdir runs/lr_diagnosis] [--figures DIR]
-    .venv/bin/tensorboard --logdir runs/lr_diagnosis
+    .venv/bin/tensorboard --logdir runs/lr_diagnosis --samples_per_plugin images=1000
 """
 
 from __future__ import annotations
@@ -101,7 +101,10 @@ def main() -> None:
         print(doctor.summary())
     if args.figures:
         write_figures(runs, Path(args.figures))
-    print(f"\nOpen the three runs side by side: .venv/bin/tensorboard --logdir {args.logdir}")
+    print(
+        "\nOpen the three runs side by side: .venv/bin/tensorboard --logdir "
+        f"{args.logdir} --samples_per_plugin images=1000"
+    )
 
 
 if __name__ == "__main__":

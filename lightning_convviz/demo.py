@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.logdir).resolve()
     if "tensorboard" in names:
         print(
-            f"TensorBoard:  .venv/bin/tensorboard --logdir {args.logdir}  (http://localhost:6006)"
+            f"TensorBoard:  .venv/bin/tensorboard --logdir {args.logdir} --samples_per_plugin "
+            "images=1000  (http://localhost:6006; without the flag a time-lapse shows 10 frames)"
         )
     if "wandb" in names:
         print(f"W&B:          wandb sync {root / 'wandb'}/offline-run-*  (offline runs)")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from helpers import fit, read_events
@@ -33,6 +35,35 @@ def get(url: str) -> object:
         return json.loads(response.read())
 
 
+@contextmanager
+def tensorboard(log_dir: Path, *flags: str) -> Iterator[str]:
+    """A TensorBoard server on ``log_dir``; yields its plugins' base address once it answers
+    with the run's scalar tags."""
+    port = free_port()
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(log_dir), *address, *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/data/plugin"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if get(f"{base}/scalars/tags"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError("TensorBoard did not answer")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_tensorboard_serves_every_documented_tag(tmp_path: Path) -> None:
     callbacks = [
         ActivationStatsMonitor(layers="relu2", every_n_steps=1),
@@ -44,35 +75,9 @@ def test_tensorboard_serves_every_documented_tag(tmp_path: Path) -> None:
     fit(tmp_path, callbacks)
     layouts = read_events(tmp_path / "run/version_0").Tensors("custom_scalars__config__")
     assert len(layouts) == 1  # written once, by the first callback set up
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(tmp_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}/data/plugin"
-        deadline = time.monotonic() + 90
-        scalars: object = None
-        while time.monotonic() < deadline:
-            try:
-                scalars = get(f"{base}/scalars/tags")
-                if scalars:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        assert isinstance(scalars, dict), "TensorBoard did not answer"
+    with tensorboard(tmp_path) as base:
+        scalars = get(f"{base}/scalars/tags")
+        assert isinstance(scalars, dict)
         images = get(f"{base}/images/tags")
         assert isinstance(images, dict)
         run = "run/version_0"
@@ -118,6 +123,18 @@ def test_tensorboard_serves_every_documented_tag(tmp_path: Path) -> None:
         assert "cost/share" not in shown["cost of each drawing (s)"]
         assert "cost/FilterMonitor" in shown["cost of each drawing (s)"]
         assert all(shown.values())  # no empty chart
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+def test_every_frame_of_a_time_lapse_is_served_with_samples_per_plugin(tmp_path: Path) -> None:
+    """TensorBoard keeps 10 images per tag unless told (a random 10 of a longer time-lapse);
+    the README's command, ``--samples_per_plugin images=1000``, keeps every frame (``images=0``,
+    which keeps all of other plugins' samples, serves no image at all in TensorBoard 2.21)."""
+    fit(tmp_path, [FilterMonitor(layers="conv1", every_n_epochs=1)], max_epochs=13)
+    logged = [e.step for e in read_events(tmp_path / "run/version_0").Images("filters/conv1")]
+    assert len(logged) == 14  # the start and every epoch's end
+    query = "images?run=run/version_0&tag=filters/conv1"
+    with tensorboard(tmp_path) as base:
+        assert len(get(f"{base}/images/{query}")) == 10  # type: ignore[arg-type]
+    with tensorboard(tmp_path, "--samples_per_plugin", "images=1000") as base:
+        served = get(f"{base}/images/{query}")
+    assert [frame["step"] for frame in served] == logged  # type: ignore[index, union-attr]
