@@ -33,6 +33,7 @@ from torch import nn
 
 from lightning_convviz.callbacks.budget import Budget, Drawing, budget_for
 from lightning_convviz.callbacks.sharding import sharded_parameters
+from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
@@ -57,11 +58,7 @@ _INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values")
 
 def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is an int >= 1 (or None if allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "an integer >= 1" + (" or None" if allow_none else "")
-        raise ValueError(f"{name}: expected {allowed}, got {value!r}")
+    check_int(name, value, allow_none=allow_none)
 
 
 def check_layers_argument(layers: object) -> None:

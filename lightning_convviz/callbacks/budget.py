@@ -40,6 +40,7 @@ from typing import Any, Literal
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.writing.background import DEFAULT_MAX_QUEUED, background_choice
 
 __all__ = ["Account", "Budget", "DiagnosticsBudget", "Drawing", "budget_for"]
@@ -362,8 +363,7 @@ class DiagnosticsBudget(Callback):
             raise ValueError(f"max_share: expected None or a number in (0, 1], got {max_share!r}")
         if background not in (None, True, False):
             raise ValueError(f"background: expected None, True or False, got {background!r}")
-        if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 1:
-            raise ValueError(f"max_queued: expected a positive int, got {max_queued!r}")
+        check_int("max_queued", max_queued)
         self.max_share = None if max_share is None else float(max_share)
         self.background = background
         self.max_queued = max_queued

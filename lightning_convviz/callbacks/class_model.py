@@ -8,6 +8,7 @@ from pytorch_lightning import LightningModule, Trainer
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import check_positive_int, to_host
 from lightning_convviz.callbacks.explainer import ProbeCallback
+from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.functional.guard import preserved_state
 from lightning_convviz.functional.inversion import class_model
 from lightning_convviz.functional.sampling import spread_classes
@@ -81,9 +82,8 @@ class ClassModelMonitor(ProbeCallback):
         check_positive_int("steps", steps)
         if isinstance(l2, bool) or not l2 >= 0:
             raise ValueError(f"l2: expected a number >= 0, got {l2!r}")
-        for name, value in (("blur_every", blur_every), ("jitter", jitter)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+        check_int("blur_every", blur_every, minimum=0)
+        check_int("jitter", jitter, minimum=0)
         self.classes = None if classes is None else list(classes)
         self.max_classes = max_classes
         self.steps = steps

@@ -10,6 +10,7 @@ from pytorch_lightning import LightningModule, Trainer
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.explainer import ExplainTarget, ProbeExplainer
+from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.functional.occlusion import occluded_score_map, occlusion_scores
 
 __all__ = ["OcclusionMonitor", "Size"]
@@ -88,10 +89,7 @@ class OcclusionMonitor(ProbeExplainer):
         _check_size("stride", stride)
         if score not in ("probability", "logit"):
             raise ValueError(f"score: expected 'probability' or 'logit', got {score!r}")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size: expected None or an integer >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size, allow_none=True)
         self.window = window
         self.stride = stride
         self.baseline = float(baseline)

@@ -17,6 +17,7 @@ from lightning_convviz.functional.arguments import (
     Target,
     check_class_scores,
     check_images,
+    check_int,
     target_indices,
 )
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
@@ -127,9 +128,8 @@ def min_fooling_epsilon(
     check_images(inputs)
     if isinstance(max_epsilon, bool) or not max_epsilon > 0:
         raise ValueError(f"max_epsilon: expected a number > 0, got {max_epsilon!r}")
-    for name, value in (("scan_steps", scan_steps), ("refine_steps", refine_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    check_int("scan_steps", scan_steps)
+    check_int("refine_steps", refine_steps)
     images = inputs.detach()
     if direction is None:
         direction = fgsm_direction(model, images, target)
@@ -182,8 +182,7 @@ def fooling_image(
     check_images(inputs)
     if isinstance(step_size, bool) or not step_size > 0:
         raise ValueError(f"step_size: expected a number > 0, got {step_size!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
+    check_int("steps", steps)
     images = inputs.detach().clone()
     count = len(images)
     taken = torch.zeros(count, dtype=torch.long)

@@ -1,4 +1,5 @@
-"""Argument checks shared by the attribution functions: images, targets, windows.
+"""Argument checks shared by the functional core and the callbacks: integers, images,
+targets, windows.
 
 Each check raises ``ValueError`` naming the argument and what is allowed.
 """
@@ -9,10 +10,47 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["Target", "check_class_scores", "check_images", "pair", "target_indices"]
+__all__ = ["Target", "check_class_scores", "check_images", "check_int", "pair", "target_indices"]
 
 #: Which class to explain: one index for every image, or one per image.
 Target = int | Sequence[int] | torch.Tensor
+
+
+def check_int(
+    name: str,
+    value: object,
+    minimum: int = 1,
+    maximum: int | None = None,
+    allow_none: bool = False,
+) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an int (not a bool) of at least
+    ``minimum`` (and at most ``maximum``), or ``None`` where that is allowed.
+
+    Example:
+        >>> check_int("steps", 3)
+        >>> check_int("steps", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps: expected an integer >= 1, got 0
+        >>> check_int("jitter", True, minimum=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: jitter: expected an integer >= 0, got True
+    """
+    if value is None and allow_none:
+        return
+    in_range = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    if in_range and maximum is not None:
+        in_range = value <= maximum  # type: ignore[operator]
+    if not in_range:
+        allowed = (
+            f"an integer in [{minimum}, {maximum}]"
+            if maximum is not None
+            else f"an integer >= {minimum}"
+        )
+        raise ValueError(
+            f"{name}: expected {'None or ' if allow_none else ''}{allowed}, got {value!r}"
+        )
 
 
 def check_images(inputs: object) -> torch.Tensor:

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import torch
 
+from lightning_convviz.functional.arguments import check_int
+
 __all__ = [
     "BUILTIN_ATTRIBUTES",
     "Attribute",
@@ -119,8 +121,7 @@ def binned_performance(
         >>> result.accuracy, result.counts
         (tensor([0., 1.]), tensor([4, 4]))
     """
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins: expected an integer >= 1, got {bins!r}")
+    check_int("bins", bins)
     values = values.detach().float().cpu()
     edges = torch.unique(torch.quantile(values, torch.linspace(0, 1, bins + 1)))
     if len(edges) == 1:

@@ -29,6 +29,7 @@ from lightning_convviz.functional.arguments import (
     Target,
     check_class_scores,
     check_images,
+    check_int,
     target_indices,
 )
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
@@ -119,12 +120,10 @@ def smoothgrad(
         ValueError: As :func:`saliency`, or ``n_samples`` / ``batch_size`` < 1, or ``stdev`` < 0.
     """
     check_images(inputs)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples: expected an integer >= 1, got {n_samples!r}")
+    check_int("n_samples", n_samples)
     if not stdev >= 0:
         raise ValueError(f"stdev: expected a number >= 0, got {stdev!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise ValueError(f"batch_size: expected None or an integer >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, allow_none=True)
     if generator is None:
         generator = torch.Generator(device=inputs.device).manual_seed(0)
     count = inputs.shape[0]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_convviz.functional.arguments import Target, check_images, target_indices
+from lightning_convviz.functional.arguments import Target, check_images, check_int, target_indices
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
 from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site
@@ -41,8 +41,7 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
 
 
 def _check_steps(steps: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100_000:
-        raise ValueError(f"steps: expected an integer in [1, 100000], got {steps!r}")
+    check_int("steps", steps, maximum=100_000)
 
 
 def _jittered(images: torch.Tensor, jitter: int, generator: torch.Generator) -> torch.Tensor:
@@ -172,8 +171,7 @@ def invert_codes(
     ):
         if isinstance(value, bool) or not value >= 0:
             raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-    if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
-        raise ValueError(f"jitter: expected an integer >= 0, got {jitter!r}")
+    check_int("jitter", jitter, minimum=0)
     if not codes:
         raise ValueError("codes: expected at least one (layer, read) pair")
     readers = [_CodeReader(model, layer, read) for layer, read in codes]
@@ -316,9 +314,8 @@ def class_model(
         raise ValueError(f"image_shape: expected (C, H, W) of ints >= 1, got {image_shape!r}")
     if isinstance(l2, bool) or not l2 >= 0:
         raise ValueError(f"l2: expected a number >= 0, got {l2!r}")
-    for name, value in (("blur_every", blur_every), ("jitter", jitter)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+    check_int("blur_every", blur_every, minimum=0)
+    check_int("jitter", jitter, minimum=0)
     if device is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else "cpu"

@@ -33,6 +33,7 @@ from lightning_convviz.functional.arguments import (
     Target,
     check_class_scores,
     check_images,
+    check_int,
     pair,
     target_indices,
 )
@@ -145,10 +146,7 @@ def occlusion_scores(
             )
     if score not in ("probability", "logit"):
         raise ValueError(f"score: expected 'probability' or 'logit', got {score!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size: expected None or an integer >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, allow_none=True)
 
     rows = window_starts(height, window_h, stride_h)
     columns = window_starts(width, window_w, stride_w)
