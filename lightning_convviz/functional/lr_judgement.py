@@ -109,16 +109,25 @@ class JudgementRules:
         dead_fraction_high: A layer with more than this fraction of dead filters, not
             recovering, is evidence of a learning rate that is too high.
         divergence_factor: An epoch's mean loss above this times the best earlier epoch's
-            (giving back a quarter of the progress) is divergence.
+            (giving back more than ``divergence_gave_back`` of the progress) is divergence.
+        divergence_gave_back: The share of the progress since the first epoch that an epoch
+            must give back to be divergence (a bump near zero loss, 0.008 to 0.019, is noise).
         explosion_factor: A finite gradient norm above this times the largest of earlier
-            epochs is an explosion.
+            epochs is an explosion (once ``explosion_history`` norms were measured there).
+        explosion_history: Fewest gradient norms of earlier epochs before a finite norm can be
+            judged an explosion.
         largest_change: The suggestion moves the learning rate by at most this factor.
+        smallest_change: ... and by at least this factor (a change the user will notice).
         fallback_change: The factor suggested when the parabolas cannot say (a loss that blew
             up, dead filters, steps too short to show any curvature).
         rise_factor: An epoch's mean loss above this times the first measured loss: the
             first steps threw the network out of its initial basin (too high).
         step_rise: A measured step that raises its own batch's loss by more than this
-            fraction (while the loss is at least half its start) overshoots (too high).
+            fraction (while that loss is at least ``step_rise_loss_fraction`` of the first
+            measured loss) overshoots (too high).
+        step_rise_loss_fraction: A step's rise counts only while its batch's loss is at least
+            this fraction of the first measured loss (near the start, where a relative change
+            means something).
         low_loss_fraction: Short steps are "too low" only while the loss is above this
             fraction of the first measured loss (a run that already fits its data is not slow).
     """
@@ -133,10 +142,14 @@ class JudgementRules:
     divergence_factor: float = 1.3
     explosion_factor: float = 100.0
     largest_change: float = 100.0
+    smallest_change: float = 2.0
     fallback_change: float = 30.0
     rise_factor: float = 1.2
     step_rise: float = 0.2
+    step_rise_loss_fraction: float = 0.9
     low_loss_fraction: float = 0.1
+    divergence_gave_back: float = 0.25
+    explosion_history: int = 3
 
 
 @dataclass(frozen=True)
@@ -203,11 +216,12 @@ def judge_learning_rate(
     Rules (``docs/lr_doctor.md`` has them with the grid they were calibrated on):
 
     * too high for good, once seen: the loss became NaN or infinite; an epoch's loss diverged
-      (above ``divergence_factor`` times the best earlier epoch's, giving back a quarter of the
-      progress); an epoch's loss above ``rise_factor`` times the first measured loss; a step
-      that raised its own batch's loss by more than ``step_rise`` near the start; a gradient
-      norm that is not finite on a step the optimizer took (on a skipped step it is the fp16
-      GradScaler at work) or ``explosion_factor`` times the largest of earlier epochs;
+      (above ``divergence_factor`` times the best earlier epoch's, giving back more than
+      ``divergence_gave_back`` of the progress); an epoch's loss above ``rise_factor`` times the
+      first measured loss; a step that raised its own batch's loss by more than ``step_rise``
+      while that loss was at least ``step_rise_loss_fraction`` of the first measured one; a
+      gradient norm that is not finite on a step the optimizer took (on a skipped step it is the
+      fp16 GradScaler at work) or ``explosion_factor`` times the largest of earlier epochs;
     * too high now: the recent median alpha above ``alpha_high`` (the steps overshoot), or
       below ``alpha_low`` with most of a layer's filters dead (the network died);
     * too low now: the recent median alpha below ``alpha_low`` (the steps barely move) while
@@ -273,7 +287,7 @@ def judge_learning_rate(
     step_size: Finding | None = None
     if alpha is not None:
         where = f"alpha {alpha:.2f} over the last {len(alphas)} measurements at lr {lr:.2g}"
-        remaining = _latest_loss(epochs, steps) / initial if initial > 0 else math.nan
+        remaining = _latest_loss(epochs, steps, rules) / initial if initial > 0 else math.nan
         if alpha > rules.alpha_high:
             step_size = Finding("overshoot", "too high", f"steps overshoot: {where}")
         elif alpha < rules.alpha_low and dead:
@@ -313,12 +327,15 @@ def judge_learning_rate(
     return Judgement(verdict, tuple(high + low), suggested, alpha, tuple(notes))
 
 
-def _latest_loss(epochs: Sequence[EpochSignals], steps: Sequence[StepSignals]) -> float:
-    """The latest epoch's mean loss, or before the first epoch end the recent steps' median."""
+def _latest_loss(
+    epochs: Sequence[EpochSignals], steps: Sequence[StepSignals], rules: JudgementRules
+) -> float:
+    """The latest epoch's mean loss, or before the first epoch end the median of the last
+    ``window`` measured steps' losses."""
     finite = [e.loss for e in epochs if math.isfinite(e.loss)]
     if finite:
         return finite[-1]
-    recent = [s.loss for s in steps[-8:] if math.isfinite(s.loss)]
+    recent = [s.loss for s in steps[-rules.window :] if math.isfinite(s.loss)]
     return statistics.median(recent) if recent else math.nan
 
 
@@ -353,7 +370,8 @@ def _factor(
         factor = 1.0 / (rules.fallback_change * max(rise, 1.0))
         how = "the further down the higher the loss went"
     factor = min(max(factor, 1.0 / rules.largest_change), rules.largest_change)
-    factor = min(factor, 0.5) if verdict == "too high" else max(factor, 2.0)
+    smallest = rules.smallest_change
+    factor = min(factor, 1.0 / smallest) if verdict == "too high" else max(factor, smallest)
     return factor, f"{factor:.2g}x the learning rate: {how}"
 
 
@@ -361,12 +379,14 @@ def _step_raised_loss(
     steps: Sequence[StepSignals], initial: float, rules: JudgementRules
 ) -> list[Finding]:
     """A measured step that raised the loss of the very batch it was computed on by more than
-    ``step_rise``, while the loss was still high (at least half the first measured loss, where
+    ``step_rise``, while the loss was still high (at least ``step_rise_loss_fraction`` of the
+    first measured loss, where
     a relative change means something): the update overshoots the valley it started in."""
     for s in steps:
         if s.skipped or not (math.isfinite(s.loss) and math.isfinite(s.loss_after)):
             continue
-        if s.loss >= 0.9 * initial and s.loss_after > (1 + rules.step_rise) * s.loss:
+        high = s.loss >= rules.step_rise_loss_fraction * initial
+        if high and s.loss_after > (1 + rules.step_rise) * s.loss:
             return [
                 Finding(
                     "step_raised_loss",
@@ -401,9 +421,11 @@ def _divergence(epochs: Sequence[EpochSignals], rules: JudgementRules) -> list[F
     for index in range(1, len(losses)):
         best = min(losses[:index])
         gave_back = (losses[index] - best) / max(losses[0] - best, 1e-12)
-        # a bump near zero loss (0.008 -> 0.019) is noise: it must also give back a quarter of
-        # the progress made since the first epoch
-        if losses[index] > rules.divergence_factor * best and gave_back > 0.25:
+        # a bump near zero loss is noise: it must also give back part of the progress
+        if (
+            losses[index] > rules.divergence_factor * best
+            and gave_back > rules.divergence_gave_back
+        ):
             return [
                 Finding(
                     "diverging",
@@ -419,7 +441,7 @@ def _explosion(
     steps: Sequence[StepSignals], epochs: Sequence[EpochSignals], rules: JudgementRules
 ) -> list[Finding]:
     """A non-finite gradient norm on a step the optimizer took, or a finite one far above the
-    largest of earlier epochs (once three were measured there)."""
+    largest of earlier epochs (once ``explosion_history`` were measured there)."""
     ends = iter(sorted(e.step for e in epochs))
     end = next(ends, None)
     earlier: list[float] = []  # finite norms of the epochs before the current one
@@ -435,7 +457,10 @@ def _explosion(
             evidence = f"gradient norm {s.grad_norm} at step {s.step}"
             return [Finding("grad_explosion", "too high", evidence)]
         largest = max(earlier, default=math.inf)
-        if len(earlier) >= 3 and s.grad_norm > rules.explosion_factor * largest:
+        if (
+            len(earlier) >= rules.explosion_history
+            and s.grad_norm > rules.explosion_factor * largest
+        ):
             return [
                 Finding(
                     "grad_explosion",
