@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -30,12 +29,11 @@ import torchvision
 from pytorch_lightning.loggers import TensorBoardLogger
 from results import CALLBACKS, drawing_costs, write_section
 from torch.utils.data import DataLoader, TensorDataset
+from workloads import Classifier
 
 import lightning_convviz as convviz
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-sys.path.insert(0, str(DOCS.parent.parent / "tests"))
-from zoo import Classifier  # noqa: E402  (the tests' plain LightningModule)
 
 
 class ImageNetShaped(Classifier):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
 import warnings
@@ -32,6 +31,7 @@ import torchvision
 from pytorch_lightning.loggers import TensorBoardLogger
 from results import write_section
 from torch.utils.data import DataLoader, TensorDataset
+from workloads import Classifier
 
 from lightning_convviz import LearningRateDoctor
 from lightning_convviz.callbacks import lr_doctor as lr_doctor_module
@@ -39,8 +39,6 @@ from lightning_convviz.data import DigitsDataModule
 from lightning_convviz.demo import DigitsConvNet
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-sys.path.insert(0, str(DOCS.parent.parent / "tests"))
-from zoo import Classifier  # noqa: E402  (the tests' plain LightningModule)
 
 HOOKS = (
     "on_train_epoch_start",

@@ -38,13 +38,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lr_doctor_scoring import report, report_seeds
 from torch import nn
 
 RECORDS = Path(__file__).parent / "lr_doctor_grid.jsonl"
 EPOCHS = 5
-HEALTHY_POINTS = 2.0
-MISSED_POINTS = 5.0
-BAND_SLACK = 1.5
 ARCHITECTURES = ("digits_cnn", "resnet18", "convnext_atto")
 LEARNING_RATES = {
     "adam": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
@@ -302,13 +300,9 @@ def main() -> None:
         shard, shards = (int(part) for part in args.shard.split("/"))
         run_grid(args.records, shard, shards, args.epochs, args.logdir, args.seed)
     if args.table and args.seeds:
-        from lr_doctor_scoring import report_seeds
-
         by_seed = {seed: list(records(records_path(seed))) for seed in args.seeds}
         print(report_seeds(by_seed, args.out, "The grid over initialisations"))
     elif args.table:
-        from lr_doctor_scoring import report
-
         title = f"The grid, initialisation seed {args.seed} (benchmarks/lr_doctor_grid.py)"
         print(report(list(records(args.records)), args.out, title))
 

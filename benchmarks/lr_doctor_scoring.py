@@ -8,7 +8,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lr_doctor_grid import BAND_SLACK, HEALTHY_POINTS, MISSED_POINTS
 from results import write_section
 
 from lightning_convviz.functional.lr_judgement import (
@@ -18,6 +17,14 @@ from lightning_convviz.functional.lr_judgement import (
     StepSignals,
     judge_learning_rate,
 )
+
+#: The labels' rule (``lr_doctor_grid.py``'s docstring): a run within this many points of the
+#: best final accuracy of its architecture and optimizer is healthy ...
+HEALTHY_POINTS = 2.0
+#: ... more than this many points below it, too low or too high by its side of the best rate.
+MISSED_POINTS = 5.0
+#: A suggestion is right in the healthy band widened by this factor either side.
+BAND_SLACK = 1.5
 
 
 def judge_again(record: dict[str, Any], rules: JudgementRules | None = None) -> Judgement:

@@ -36,9 +36,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from results import write_section
 from torch.utils.data import DataLoader, TensorDataset
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from helpers import TinyCNN
+from workloads import TinyCNN
 
 import lightning_convviz as convviz
 from lightning_convviz.callbacks.saliency import ATTRIBUTION_METHODS

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 import torchvision
 from helpers import hook_count, make_trainer, read_events
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from workloads import Classifier
 
 import lightning_convviz as convviz
 
@@ -54,32 +54,6 @@ def build(name: str, side: int) -> nn.Module:
 
 def _timm_takes_size(name: str) -> bool:
     return name.startswith(("vit_", "deit", "levit", "efficientvit", "mobilevit", "coat"))
-
-
-class Classifier(pl.LightningModule):
-    """A plain LightningModule around an architecture, as a user writes one. GoogLeNet and
-    Inception-v3 return their auxiliary outputs in training mode: the main logits are used."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        logits: torch.Tensor = out[0] if isinstance(out, tuple) else out
-        return logits
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        return F.cross_entropy(self(images), labels)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        images, labels = batch
-        self.log("val/loss", F.cross_entropy(self(images), labels))
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        # gentle: random-init MNASNet at 32 px overflows with SGD 0.01 + momentum on noise
-        return torch.optim.SGD(self.parameters(), lr=1e-3)
 
 
 def every_callback_at_defaults(steps: int | None = None) -> list[pl.Callback]:
