@@ -304,3 +304,31 @@ def test_a_user_exception_flushes_what_was_logged(tmp_path: Path) -> None:
         _fit(tmp_path, [ActivationStatsMonitor(every_n_steps=1)], Exploding())
     events = read_events(tmp_path / LOG)
     assert events.Scalars("activation_stats/sparsity/relu1")  # written before the crash
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+def test_every_hook_a_callback_defines_is_a_lightning_hook_and_guarded() -> None:
+    """A misspelled hook (Lightning would never call it) or one left outside the failure guard
+    (its exception would end the user's training) fails here."""
+    from pytorch_lightning import Callback
+
+    from lightning_convviz.callbacks.base import UNGUARDED_HOOKS, ConvVizCallback
+
+    defined = [
+        (cls, name)
+        for cls in _subclasses(ConvVizCallback)
+        for name in vars(cls)
+        if name.startswith("on_")
+    ]
+    assert len(defined) > 25  # every callback's hooks were found
+    not_hooks = [f"{cls.__name__}.{name}" for cls, name in defined if name not in vars(Callback)]
+    assert not_hooks == []
+    unguarded = [
+        f"{cls.__name__}.{name}"
+        for cls, name in defined
+        if name not in UNGUARDED_HOOKS and not hasattr(vars(cls)[name], "__wrapped__")
+    ]
+    assert unguarded == []

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
+from typing_extensions import override
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import (
@@ -147,6 +148,7 @@ class ActivationStatsMonitor(ConvVizCallback):
         output = output.detach().movedim(self._sites.channel_dim(site), 1)
         accumulate_positive_counts(self._current, site, output)
 
+    @override
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -154,6 +156,7 @@ class ActivationStatsMonitor(ConvVizCallback):
             self._hooks.close()
             self._hooks.enter_context(self._sites.attached(self._safe(self._accumulate)))
 
+    @override
     def on_train_batch_end(
         self,
         trainer: Trainer,
@@ -169,6 +172,7 @@ class ActivationStatsMonitor(ConvVizCallback):
         if self._batches_in_interval >= self._interval and self._ranks_agree(trainer):
             self._flush(trainer)
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.close()
 
@@ -248,6 +252,7 @@ class ActivationStatsMonitor(ConvVizCallback):
 
     # -- checkpointing -------------------------------------------------------------------------
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         def to_cpu(chunk: _Chunk) -> dict[str, tuple[torch.Tensor, int]]:
             name = self._sites.name if self._sites is not None else lambda site: site.module
@@ -262,6 +267,7 @@ class ActivationStatsMonitor(ConvVizCallback):
             "window": [to_cpu(chunk) for chunk in self._window],
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._batches_in_interval = int(state_dict["batches_in_interval"])
         self._logs_written = int(state_dict.get("logs_written", 0))

@@ -8,6 +8,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.hooks import RemovableHandle
+from typing_extensions import override
 
 from lightning_convviz import plots
 from lightning_convviz.callbacks.base import (
@@ -112,6 +113,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Any classifier can be measured: nothing to resolve."""
 
+    @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._enabled or not collecting_epoch(trainer, self.every_n_epochs):
             return
@@ -123,6 +125,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
 
         self._handle = pl_module.register_forward_hook(self._safe(keep))
 
+    @override
     def on_validation_batch_end(
         self,
         trainer: Trainer,
@@ -155,6 +158,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
             record[name] = evaluate_attribute(name, function, images).to(probabilities.device)
         self._records.append(record)
 
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (
             not collecting_epoch(trainer, self.every_n_epochs)
@@ -214,6 +218,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
 
         self._later(trainer, None, chart_and_write)
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._draw_pending(trainer, pl_module)
 

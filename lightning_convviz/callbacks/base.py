@@ -30,6 +30,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from typing_extensions import override
 
 from lightning_convviz.callbacks.budget import Budget, Drawing, budget_for
 from lightning_convviz.callbacks.sharding import sharded_parameters
@@ -140,18 +141,16 @@ def clone_for_autograd(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().clone()
 
 
-#: Training-time hooks whose failures become a warning instead of ending the run.
-GUARDED_HOOKS = (
-    "on_train_start",
-    "on_train_epoch_start",
-    "on_train_batch_start",
-    "on_before_optimizer_step",
-    "on_train_batch_end",
-    "on_train_epoch_end",
-    "on_validation_epoch_start",
-    "on_validation_batch_end",
-    "on_validation_epoch_end",
-    "on_train_end",
+#: Hooks that run whatever happened before (clean-up, checkpoints): never guarded.
+UNGUARDED_HOOKS = frozenset({"on_exception", "on_save_checkpoint", "on_load_checkpoint"})
+
+#: Every other hook of Lightning's ``Callback``: a failure inside one becomes a warning instead
+#: of ending the run, and the callback stays off (found from ``Callback`` itself, so that a
+#: hook Lightning adds is guarded too).
+GUARDED_HOOKS = tuple(
+    sorted(
+        name for name in vars(Callback) if name.startswith("on_") and name not in UNGUARDED_HOOKS
+    )
 )
 
 
@@ -293,12 +292,14 @@ class ConvVizCallback(Callback):
     def _release_hooks(self) -> None:
         """Remove every hook this callback holds on the model (subclasses that place hooks)."""
 
+    @override
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
         self._release_hooks()
         close_worker(trainer)  # what was drawn reaches the loggers before they close
 
+    @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._release_hooks()
         close_worker(trainer)  # no thread survives fit
@@ -322,6 +323,7 @@ class ConvVizCallback(Callback):
 
     # -- setup ---------------------------------------------------------------------------------
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._enabled = self._agreeing = False
         if stage != "fit":
@@ -632,6 +634,7 @@ class EpochDrawingCallback(ConvVizCallback):
         self._note_due(trainer)
         self._draw_now(trainer, pl_module, "first")
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         on_cadence = (trainer.current_epoch + 1) % self.every_n_epochs == 0
         if not self._enabled or not (on_cadence or self._postponed):
@@ -645,6 +648,7 @@ class EpochDrawingCallback(ConvVizCallback):
         else:
             self._postponed = True
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._enabled and self._drawn_at != trainer.global_step:
             if not self._postponed:  # else it is the postponed due drawing, made now

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
+from typing_extensions import override
 
 from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.writing.background import DEFAULT_MAX_QUEUED, background_choice
@@ -368,6 +369,7 @@ class DiagnosticsBudget(Callback):
         self.background = background
         self.max_queued = max_queued
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         budget = budget_for(trainer)
         budget.max_share = self.max_share

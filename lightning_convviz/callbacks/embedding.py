@@ -15,6 +15,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from lightning_convviz import plots, render
 from lightning_convviz.callbacks.base import (
@@ -217,6 +218,7 @@ class EmbeddingMonitor(ConvVizCallback):
 
     # -- collecting ----------------------------------------------------------------------------
 
+    @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_ready(trainer)
         if (
@@ -239,6 +241,7 @@ class EmbeddingMonitor(ConvVizCallback):
         read: Literal["output", "input"] = "input" if self.layer is None else "output"
         self._hooks.enter_context(self._sites.attached(self._safe(keep), read=read))
 
+    @override
     def on_validation_batch_end(
         self,
         trainer: Trainer,
@@ -270,6 +273,7 @@ class EmbeddingMonitor(ConvVizCallback):
             pictures=pictures,
         )
 
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (
             not collecting_epoch(trainer, self.every_n_epochs)
@@ -446,12 +450,14 @@ class EmbeddingMonitor(ConvVizCallback):
             points = dataclasses.replace(points, thumbnails=sprite.numpy())
             writer.projector(self.section, points, result.step)
 
+    @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any
     ) -> None:
         if self._pending and self._pending[0].done():
             self._log_ready(trainer)
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._draw_pending(trainer, pl_module, timed=False)  # a postponed embedding, now
         if not self._pending:
@@ -483,6 +489,7 @@ class EmbeddingMonitor(ConvVizCallback):
             self._hooks = None
         self._latest = {}
 
+    @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._samples = SampleCollector(self.max_samples, self.seed)
@@ -493,8 +500,10 @@ class EmbeddingMonitor(ConvVizCallback):
 
     # -- checkpointing -------------------------------------------------------------------------
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"previous": self._previous}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._previous = state_dict.get("previous")

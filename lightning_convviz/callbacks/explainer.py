@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
+from typing_extensions import override
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import EpochDrawingCallback, check_positive_int, to_host
@@ -69,6 +70,7 @@ class ProbeCallback(EpochDrawingCallback):
 
     # -- probe selection -----------------------------------------------------------------------
 
+    @override
     def on_validation_batch_end(
         self,
         trainer: Trainer,
@@ -81,10 +83,12 @@ class ProbeCallback(EpochDrawingCallback):
         if self._enabled:
             self._probe.offer_validation_batch(trainer, batch, batch_idx, dataloader_idx)
 
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._enabled:
             self._probe.end_validation_epoch(trainer)
 
+    @override
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -93,6 +97,7 @@ class ProbeCallback(EpochDrawingCallback):
 
     # -- cadence -------------------------------------------------------------------------------
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._postponed = False
         if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
@@ -139,9 +144,11 @@ class ProbeCallback(EpochDrawingCallback):
 
     # -- checkpointing -------------------------------------------------------------------------
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {**self._probe.state_dict(), "drawn_at": self._drawn_at}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._probe.load_state_dict(state_dict)
         self._drawn_at = state_dict.get("drawn_at")

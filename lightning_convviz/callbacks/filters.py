@@ -9,6 +9,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
 from torch import nn
+from typing_extensions import override
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import (
@@ -143,6 +144,7 @@ class FilterMonitor(EpochDrawingCallback):
             and _weight(module).shape[1] in (1, 3)
         }
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._enabled or not trainer.is_global_zero:
             return
@@ -190,10 +192,12 @@ class FilterMonitor(EpochDrawingCallback):
 
         self._later(trainer, pl_module, measure_render_and_write)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         initial = {name: w.cpu() for name, w in self._initial.items()}
         return {"initial": initial, "drawn_at": self._drawn_at}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._initial = dict(state_dict.get("initial", {}))
         self._drawn_at = state_dict.get("drawn_at")

@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from typing_extensions import override
 
 from lightning_convviz.callbacks.base import ConvVizCallback, check_positive_int
 from lightning_convviz.functional.activity import accumulate_positive_counts
@@ -244,6 +245,7 @@ class LearningRateDoctor(ConvVizCallback):
 
     # -- when to measure -----------------------------------------------------------------------
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._every, self._offset = self.every_n_steps or 1, 0
         if self.every_n_steps is not None:
@@ -267,6 +269,7 @@ class LearningRateDoctor(ConvVizCallback):
 
     # -- per step ------------------------------------------------------------------------------
 
+    @override
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -287,6 +290,7 @@ class LearningRateDoctor(ConvVizCallback):
         self._hooks = sites.attached(self._safe(count))
         self._hooks.__enter__()
 
+    @override
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: Any
     ) -> None:
@@ -316,6 +320,7 @@ class LearningRateDoctor(ConvVizCallback):
             weights={n: index[id(w)] for n, w in self._weights.items() if id(w) in index},
         )
 
+    @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -457,6 +462,7 @@ class LearningRateDoctor(ConvVizCallback):
 
     # -- per epoch -----------------------------------------------------------------------------
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._ranks_agree(trainer):
             return
@@ -509,6 +515,7 @@ class LearningRateDoctor(ConvVizCallback):
             self._first_nonfinite_loss_step = round(bad_steps / ranks_bad)
         return loss_sum / finite if finite else math.nan
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._release_hooks()
         writer = self._writer(trainer)
@@ -591,6 +598,7 @@ class LearningRateDoctor(ConvVizCallback):
             self._hooks.__exit__(None, None, None)
             self._hooks = None
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "steps": [vars(step) for step in self.steps],
@@ -603,6 +611,7 @@ class LearningRateDoctor(ConvVizCallback):
             "warned": sorted(self._warned),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.steps = deque(
             (StepSignals(**step) for step in state_dict.get("steps", [])), maxlen=KEPT_STEPS

@@ -9,6 +9,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
+from typing_extensions import override
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.base import (
@@ -169,6 +170,7 @@ class MaxActivationMonitor(ConvVizCallback):
 
     # -- collecting ----------------------------------------------------------------------------
 
+    @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (
             not self._enabled
@@ -192,6 +194,7 @@ class MaxActivationMonitor(ConvVizCallback):
         self._hooks.enter_context(eager_forward(pl_module))  # compiled models: hooks must run
         self._hooks.enter_context(self._sites.attached(self._safe(measure)))
 
+    @override
     def on_validation_batch_end(
         self,
         trainer: Trainer,
@@ -281,6 +284,7 @@ class MaxActivationMonitor(ConvVizCallback):
             new[channel, slot] = crops.to(new.dtype)
         return new
 
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if (
             not collecting_epoch(trainer, self.every_n_epochs)
@@ -315,6 +319,7 @@ class MaxActivationMonitor(ConvVizCallback):
 
         self._draw_collected(trainer, pl_module, draw)
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._draw_pending(trainer, pl_module)
 
