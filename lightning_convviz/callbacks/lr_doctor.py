@@ -3,11 +3,10 @@ off, and which one to try."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -26,6 +25,7 @@ from lightning_convviz.functional.guard import (
     preserved_state,
     random_state,
     replayed_random_state,
+    silent_replay,
 )
 from lightning_convviz.functional.loss_tally import LossTally
 from lightning_convviz.functional.lr_judgement import (
@@ -440,7 +440,7 @@ class LearningRateDoctor(ConvVizCallback):
             with (
                 preserved_state(pl_module, eval_mode=False, buffers=True),
                 replayed_random_state(self._random_state),
-                _quiet(pl_module),
+                silent_replay(pl_module),
                 precision.train_step_context(),
                 torch.no_grad(),
             ):
@@ -648,58 +648,3 @@ class _Snapshot:
 def _loss_of(output: Any) -> torch.Tensor | None:
     loss = output.get("loss") if isinstance(output, Mapping) else output
     return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
-
-
-@contextlib.contextmanager
-def _quiet(pl_module: LightningModule) -> Iterator[None]:
-    """A replayed ``training_step`` leaves no trace: ``self.log`` / ``self.log_dict`` do
-    nothing, and torchmetrics states and the module's list attributes (outputs collected for
-    an epoch end) are put back as they were."""
-    metrics = [m for m in pl_module.modules() if _is_metric(m)]
-    saved_metrics = [(m, _metric_state(m)) for m in metrics]
-    lists = {name: len(value) for name, value in vars(pl_module).items() if isinstance(value, list)}
-    missing = object()
-    had = {name: vars(pl_module).get(name, missing) for name in ("log", "log_dict")}
-    pl_module.log = _nothing  # type: ignore[method-assign]
-    pl_module.log_dict = _nothing  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        for name, value in had.items():  # the class's methods again, or what the instance had
-            if value is missing:
-                vars(pl_module).pop(name, None)
-            else:
-                vars(pl_module)[name] = value
-        for metric, state in saved_metrics:
-            for key, value in state.items():
-                setattr(metric, key, value)
-        for name, length in lists.items():
-            value = vars(pl_module).get(name)
-            if isinstance(value, list):
-                del value[length:]
-
-
-def _nothing(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def _is_metric(module: nn.Module) -> bool:
-    return any(
-        cls.__name__ == "Metric" and cls.__module__.startswith("torchmetrics")
-        for cls in type(module).__mro__
-    )
-
-
-def _metric_state(metric: nn.Module) -> dict[str, Any]:
-    """A copy of a torchmetrics metric's accumulated state (tensors cloned, lists copied)."""
-    keys = [*getattr(metric, "_defaults", {}), "_update_count", "_computed", "_forward_cache"]
-    state: dict[str, Any] = {}
-    for key in keys:
-        if hasattr(metric, key):
-            value = getattr(metric, key)
-            if isinstance(value, torch.Tensor):
-                value = value.clone()
-            elif isinstance(value, list):
-                value = list(value)
-            state[key] = value
-    return state

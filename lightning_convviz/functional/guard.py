@@ -20,6 +20,7 @@ __all__ = [
     "preserved_state",
     "random_state",
     "replayed_random_state",
+    "silent_replay",
 ]
 
 #: The global torch random state: CPU, and every initialised CUDA device (or ``None``).
@@ -183,3 +184,67 @@ def grad_enabled() -> Iterator[None]:
     """
     with torch.inference_mode(False), torch.enable_grad():
         yield
+
+
+@contextmanager
+def silent_replay(module: nn.Module) -> Iterator[None]:
+    """A step replayed inside the block (a LightningModule's ``training_step`` called once more)
+    leaves no trace: ``self.log`` / ``self.log_dict`` do nothing, and torchmetrics states and
+    the module's list attributes (outputs collected for an epoch end) are put back as they were.
+    Use it beside :func:`preserved_state` (parameters, buffers, flags, RNG).
+
+    Example:
+        >>> module = nn.Linear(1, 1)
+        >>> module.outputs = [1]
+        >>> with silent_replay(module):
+        ...     module.outputs.append(2)
+        >>> module.outputs
+        [1]
+    """
+    metrics = [m for m in module.modules() if _is_metric(m)]
+    saved_metrics = [(m, _metric_state(m)) for m in metrics]
+    lists = {name: len(value) for name, value in vars(module).items() if isinstance(value, list)}
+    missing = object()
+    had = {name: vars(module).get(name, missing) for name in ("log", "log_dict")}
+    vars(module).update(log=_nothing, log_dict=_nothing)  # the instance's, over the class's
+    try:
+        yield
+    finally:
+        for name, value in had.items():  # the class's methods again, or what the instance had
+            if value is missing:
+                vars(module).pop(name, None)
+            else:
+                vars(module)[name] = value
+        for metric, state in saved_metrics:
+            for key, value in state.items():
+                setattr(metric, key, value)
+        for name, length in lists.items():
+            value = vars(module).get(name)
+            if isinstance(value, list):
+                del value[length:]
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _is_metric(module: nn.Module) -> bool:
+    return any(
+        cls.__name__ == "Metric" and cls.__module__.startswith("torchmetrics")
+        for cls in type(module).__mro__
+    )
+
+
+def _metric_state(metric: nn.Module) -> dict[str, Any]:
+    """A copy of a torchmetrics metric's accumulated state (tensors cloned, lists copied)."""
+    keys = [*getattr(metric, "_defaults", {}), "_update_count", "_computed", "_forward_cache"]
+    state: dict[str, Any] = {}
+    for key in keys:
+        if hasattr(metric, key):
+            value = getattr(metric, key)
+            if isinstance(value, torch.Tensor):
+                value = value.clone()
+            elif isinstance(value, list):
+                value = list(value)
+            state[key] = value
+    return state
