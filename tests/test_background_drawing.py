@@ -14,7 +14,7 @@ import torch
 from helpers import TinyCNN, every_callback, fit, logged_image, read_events
 
 import lightning_convviz as convviz
-from lightning_convviz.callbacks.base import to_host
+from lightning_convviz.callbacks.batches import to_host
 from lightning_convviz.writing.background import DrawingWorker, background_choice
 
 

@@ -19,7 +19,7 @@ from lightning_convviz import (
     plots,
     render,
 )
-from lightning_convviz.callbacks.base import class_names_of
+from lightning_convviz.callbacks.class_names import class_names_of
 
 
 class NamedColours(pl.LightningDataModule):

@@ -11,11 +11,8 @@ from pytorch_lightning import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import (
-    ConvVizCallback,
-    check_layers_argument,
-    check_positive_int,
-)
+from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.base import ConvVizCallback
 from lightning_convviz.functional.activity import (
     accumulate_positive_counts,
     dead_channels,

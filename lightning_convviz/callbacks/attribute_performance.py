@@ -11,14 +11,11 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_convviz import plots
-from lightning_convviz.callbacks.base import (
-    ConvVizCallback,
-    check_positive_int,
-    collecting_epoch,
-    gather_rows,
-    inputs_from_batch,
-)
-from lightning_convviz.callbacks.probe import labels_from_batch
+from lightning_convviz.callbacks.arguments import check_positive_int
+from lightning_convviz.callbacks.base import ConvVizCallback
+from lightning_convviz.callbacks.batches import inputs_from_batch, labels_from_batch
+from lightning_convviz.callbacks.distributed import gather_rows
+from lightning_convviz.callbacks.schedule import collecting_epoch
 from lightning_convviz.functional.attributes import (
     BUILTIN_ATTRIBUTES,
     Attribute,

@@ -22,7 +22,7 @@ import contextlib
 import functools
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -33,155 +33,17 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_convviz.callbacks.budget import Budget, Drawing, budget_for
+from lightning_convviz.callbacks.class_names import class_names_of
+from lightning_convviz.callbacks.failures import GUARDED_HOOKS, NotApplicable, guarded
+from lightning_convviz.callbacks.schedule import last_epoch
 from lightning_convviz.callbacks.sharding import sharded_parameters
-from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
 from lightning_convviz.writing import Writers, writers_for
 from lightning_convviz.writing.background import DEFAULT_MAX_QUEUED, close_worker, worker_for
 
-__all__ = [
-    "ConvVizCallback",
-    "EpochDrawingCallback",
-    "NotApplicable",
-    "check_layers_argument",
-    "check_positive_int",
-    "clone_for_autograd",
-    "collecting_epoch",
-    "gather_rows",
-    "inputs_from_batch",
-    "last_epoch",
-]
-
-_INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values")
-
-
-def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is an int >= 1 (or None if allowed)."""
-    check_int(name, value, allow_none=allow_none)
-
-
-def check_layers_argument(layers: object) -> None:
-    """Raise ``ValueError`` unless ``layers`` has a shape :func:`resolve_layers` accepts."""
-    if layers is None:
-        return
-    items = list(layers) if isinstance(layers, (list, tuple)) else [layers]
-    valid = bool(items) and all(
-        isinstance(item, (str, nn.Module))
-        or (isinstance(item, type) and issubclass(item, nn.Module))
-        for item in items
-    )
-    if not valid:
-        raise ValueError(
-            "layers: expected None, a module name or glob, a module, a module type, or a "
-            f"non-empty list of those; got {layers!r}"
-        )
-
-
-def inputs_from_batch(batch: Any) -> torch.Tensor:
-    """The input images of a batch: the batch itself, its first item, or a known dict key.
-
-    Raises:
-        ValueError: No image tensor (``N x C x H x W``) can be found.
-    """
-    candidate: Any = batch
-    if isinstance(batch, (list, tuple)) and batch:
-        candidate = batch[0]
-    elif isinstance(batch, Mapping):
-        candidate = next((batch[key] for key in _INPUT_KEYS if key in batch), None)
-    if isinstance(candidate, torch.Tensor) and candidate.ndim == 4:
-        return candidate
-    raise ValueError(
-        "could not find the input images in the batch: expected a tensor N x C x H x W, a "
-        f"(inputs, targets) pair or a dict with one of the keys {_INPUT_KEYS}; "
-        "pass probe_images=... to the callback instead"
-    )
-
-
-class NotApplicable(Exception):  # noqa: N818 (a verdict on the model, not an error)
-    """Raised by a callback's hook for a model it has nothing to show of (a vision transformer
-    has no conv block activations): the callback says so once and switches off."""
-
-
-def last_epoch(trainer: Trainer) -> bool:
-    """Whether this is the last epoch of the fit, when ``max_epochs`` sets one."""
-    limit = getattr(trainer, "max_epochs", None)
-    return limit is not None and limit >= 1 and trainer.current_epoch >= limit - 1
-
-
-def collecting_epoch(trainer: Trainer, every_n_epochs: int) -> bool:
-    """Whether this validation epoch is one that a dataset callback collects: not the sanity
-    check; every ``every_n_epochs``-th epoch and the last one (the same answer on every rank)."""
-    if trainer.sanity_checking:
-        return False
-    return (trainer.current_epoch + 1) % every_n_epochs == 0 or last_epoch(trainer)
-
-
-def gather_rows(trainer: Trainer, rows: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``rows`` (a tensor of any number of rows, possibly none) joined in rank
-    order, on every rank. Collectives on every rank: each must call it, with tensors of the same
-    number of dimensions (a rank without rows may pass a tensor of zeros in every dimension)."""
-    if trainer.world_size == 1:
-        return rows
-    device = trainer.strategy.root_device
-    shape = torch.tensor(rows.shape, device=device)
-    shapes = trainer.strategy.all_gather(shape).reshape(trainer.world_size, -1)
-    largest = shapes.max(dim=0).values.tolist()
-    padded = rows.new_zeros(largest)
-    padded[tuple(slice(0, size) for size in rows.shape)] = rows
-    gathered = trainer.strategy.all_gather(padded.to(device))
-    counts = shapes[:, 0].tolist()
-    return torch.cat([part[:count] for part, count in zip(gathered, counts, strict=True)])
-
-
-def clone_for_autograd(tensor: torch.Tensor) -> torch.Tensor:
-    """A detached copy that may enter autograd, even when made from an inference-mode tensor."""
-    with torch.inference_mode(False):
-        return tensor.detach().clone()
-
-
-#: Hooks that run whatever happened before (clean-up, checkpoints): never guarded.
-UNGUARDED_HOOKS = frozenset({"on_exception", "on_save_checkpoint", "on_load_checkpoint"})
-
-#: Every other hook of Lightning's ``Callback``: a failure inside one becomes a warning instead
-#: of ending the run, and the callback stays off (found from ``Callback`` itself, so that a
-#: hook Lightning adds is guarded too).
-GUARDED_HOOKS = tuple(
-    sorted(
-        name for name in vars(Callback) if name.startswith("on_") and name not in UNGUARDED_HOOKS
-    )
-)
-
-
-def _guarded(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(hook)
-    def run(self: ConvVizCallback, trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
-        # a rank that failed still runs the collective hooks until the ranks have agreed
-        still_voting = self._agreeing and name in self._collective_hooks
-        if not self._enabled and name != "on_train_end" and not still_voting:
-            return None
-        pl_module = args[0] if args else None
-        try:
-            return hook(self, trainer, *args, **kwargs)
-        except MisconfigurationException:
-            raise  # a configuration error found late (no images in the batch): stop, clearly
-        except NotApplicable as reason:
-            self._not_applicable(pl_module, reason)
-            return None
-        except Exception as error:
-            self._switch_off(trainer, pl_module, name, error)
-            return None
-        finally:
-            failure, self._forward_failure = self._forward_failure, None
-            if isinstance(failure, MisconfigurationException):
-                raise failure  # a configuration error found in a forward hook: stop, clearly
-            if isinstance(failure, NotApplicable):
-                self._not_applicable(pl_module, failure)
-            elif failure is not None and self._enabled:
-                self._switch_off(trainer, pl_module, "a forward hook", failure)
-
-    return run
+__all__ = ["ConvVizCallback", "EpochDrawingCallback"]
 
 
 class ConvVizCallback(Callback):
@@ -214,7 +76,7 @@ class ConvVizCallback(Callback):
         super().__init_subclass__(**kwargs)
         for name in GUARDED_HOOKS:
             if name in cls.__dict__:
-                setattr(cls, name, _guarded(name, cls.__dict__[name]))
+                setattr(cls, name, guarded(name, cls.__dict__[name]))
 
     def _safe(self, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a forward-hook callback: an exception inside it is kept, not raised into the
@@ -668,29 +530,8 @@ class EpochDrawingCallback(ConvVizCallback):
         raise NotImplementedError
 
 
-def to_host(tensor: torch.Tensor) -> torch.Tensor:
-    """A copy of ``tensor`` in host memory that training cannot change (from a GPU without
-    waiting: the drawing worker waits for the copy before it reads it)."""
-    return tensor.detach().to("cpu", non_blocking=True, copy=True)
-
-
 def _synchronize(pl_module: LightningModule) -> None:
     """Wait for the device's queued work (CUDA), so that a drawing's time is its own."""
     device = getattr(pl_module, "device", None)
     if isinstance(device, torch.device) and device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def class_names_of(trainer: Trainer) -> list[str] | None:
-    """The classes' names, when the fit's datamodule says them in ``class_names`` or ``classes``
-    (torchvision's datasets' attribute): a sequence of strings, one per class index."""
-    datamodule = getattr(trainer, "datamodule", None)
-    for attribute in ("class_names", "classes"):
-        names = getattr(datamodule, attribute, None)
-        if (
-            isinstance(names, list | tuple)
-            and names
-            and all(isinstance(name, str) for name in names)
-        ):
-            return list(names)
-    return None

@@ -18,16 +18,12 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_convviz import plots, render
-from lightning_convviz.callbacks.base import (
-    ConvVizCallback,
-    check_layers_argument,
-    check_positive_int,
-    collecting_epoch,
-    inputs_from_batch,
-)
+from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.base import ConvVizCallback
+from lightning_convviz.callbacks.batches import inputs_from_batch, labels_from_batch
 from lightning_convviz.callbacks.budget import Drawing
-from lightning_convviz.callbacks.probe import labels_from_batch
 from lightning_convviz.callbacks.samples import SampleCollector
+from lightning_convviz.callbacks.schedule import collecting_epoch
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
 from lightning_convviz.functional.defaults import CLASSIFIER
 from lightning_convviz.functional.embedding import (

@@ -19,7 +19,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import EpochDrawingCallback, check_positive_int, to_host
+from lightning_convviz.callbacks.arguments import check_positive_int
+from lightning_convviz.callbacks.base import EpochDrawingCallback
+from lightning_convviz.callbacks.batches import to_host
 from lightning_convviz.callbacks.probe import ProbeSet, check_probe_images
 from lightning_convviz.functional.guard import preserved_state
 

@@ -12,12 +12,9 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import (
-    EpochDrawingCallback,
-    check_layers_argument,
-    check_positive_int,
-    to_host,
-)
+from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.base import EpochDrawingCallback
+from lightning_convviz.callbacks.batches import to_host
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, is_conv
 from lightning_convviz.functional.filters import (
     filter_chromatic_share,

@@ -11,7 +11,8 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int, to_host
+from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.batches import to_host
 from lightning_convviz.callbacks.explainer import ProbeCallback
 from lightning_convviz.functional.capture import LayerSpec, conv_layers
 from lightning_convviz.functional.defaults import (

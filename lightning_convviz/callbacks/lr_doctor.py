@@ -15,7 +15,8 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
-from lightning_convviz.callbacks.base import ConvVizCallback, check_positive_int
+from lightning_convviz.callbacks.arguments import check_positive_int
+from lightning_convviz.callbacks.base import ConvVizCallback
 from lightning_convviz.functional.activity import accumulate_positive_counts
 from lightning_convviz.functional.capture import conv_layers
 from lightning_convviz.functional.defaults import ACTIVATION_SITES

@@ -12,14 +12,10 @@ from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import (
-    ConvVizCallback,
-    check_layers_argument,
-    check_positive_int,
-    collecting_epoch,
-    inputs_from_batch,
-    to_host,
-)
+from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.base import ConvVizCallback
+from lightning_convviz.callbacks.batches import inputs_from_batch, to_host
+from lightning_convviz.callbacks.schedule import collecting_epoch
 from lightning_convviz.functional.capture import LayerSpec
 from lightning_convviz.functional.defaults import FEATURE_CONVOLUTIONS
 from lightning_convviz.functional.guard import eager_forward

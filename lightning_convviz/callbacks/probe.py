@@ -21,7 +21,11 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import default_collate
 
-from lightning_convviz.callbacks.base import clone_for_autograd, inputs_from_batch
+from lightning_convviz.callbacks.batches import (
+    clone_for_autograd,
+    inputs_from_batch,
+    labels_from_batch,
+)
 from lightning_convviz.functional.sampling import (
     Reservoir,
     dataset_labels,
@@ -29,9 +33,7 @@ from lightning_convviz.functional.sampling import (
     spread_indices,
 )
 
-__all__ = ["ProbeSet", "check_probe_images", "first_validation_loader", "labels_from_batch"]
-
-_LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+__all__ = ["ProbeSet", "check_probe_images", "first_validation_loader"]
 
 
 def check_probe_images(probe_images: object) -> None:
@@ -53,23 +55,6 @@ def first_validation_loader(trainer: Trainer) -> Any:
     elif isinstance(loaders, (list, tuple)):
         loaders = loaders[0] if loaders else None
     return loaders
-
-
-def labels_from_batch(batch: Any, count: int) -> torch.Tensor | None:
-    """Integer class labels ``(count,)`` of a batch's first images, or ``None`` if it has none."""
-    candidate: Any = None
-    if isinstance(batch, (list, tuple)) and len(batch) > 1:
-        candidate = batch[1]
-    elif isinstance(batch, Mapping):
-        candidate = next((batch[key] for key in _LABEL_KEYS if key in batch), None)
-    if (
-        isinstance(candidate, torch.Tensor)
-        and candidate.ndim == 1
-        and not candidate.is_floating_point()
-        and candidate.numel() >= count
-    ):
-        return clone_for_autograd(candidate[:count]).long().cpu()
-    return None
 
 
 class ProbeSet:

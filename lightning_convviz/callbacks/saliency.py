@@ -10,7 +10,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.base import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.explainer import ExplainTarget, ProbeExplainer
 from lightning_convviz.functional import attribution
 from lightning_convviz.functional.capture import (

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from pytorch_lightning import Trainer
 
-from lightning_convviz.callbacks.base import gather_rows
+from lightning_convviz.callbacks.distributed import gather_rows
 from lightning_convviz.callbacks.probe import first_validation_loader
 from lightning_convviz.functional.sampling import (
     Reservoir,
