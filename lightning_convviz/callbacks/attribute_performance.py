@@ -177,7 +177,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
         if writer is None or not len(joined["correct"]):
             return
         step, epoch = trainer.global_step, trainer.current_epoch
-        self._draw_collected(
+        self._schedule(
             trainer, pl_module, lambda: self._chart_all(trainer, writer, joined, step, epoch)
         )
 
@@ -217,7 +217,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._draw_pending(trainer, pl_module)
+        self._draw_last(trainer, pl_module)
 
     def _release_hooks(self) -> None:
         if self._handle is not None:

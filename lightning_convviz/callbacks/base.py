@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -34,19 +33,19 @@ from typing_extensions import override
 
 from lightning_convviz.callbacks.budget import Budget, Drawing, budget_for
 from lightning_convviz.callbacks.class_names import class_names_of
+from lightning_convviz.callbacks.drawing import DrawingSchedule
 from lightning_convviz.callbacks.failures import GUARDED_HOOKS, NotApplicable, guarded
-from lightning_convviz.callbacks.schedule import last_epoch
 from lightning_convviz.callbacks.sharding import sharded_parameters
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
 from lightning_convviz.writing import Writers, writers_for
-from lightning_convviz.writing.background import DEFAULT_MAX_QUEUED, close_worker, worker_for
+from lightning_convviz.writing.background import close_worker
 
 __all__ = ["ConvVizCallback", "EpochDrawingCallback"]
 
 
-class ConvVizCallback(Callback):
+class ConvVizCallback(DrawingSchedule, Callback):
     """Base class: idle outside ``fit`` and under ``fast_dev_run``; writes to every logger.
 
     Subclasses set ``section`` (the tag prefix that groups their output), ``dashboard`` (their
@@ -175,7 +174,7 @@ class ConvVizCallback(Callback):
         #: Seconds of this callback's latest drawing (its next one is expected to cost as much).
         self.last_drawing_seconds = 0.0
         self._drawn_at: int | None = None  # the step of the latest drawing
-        self._postponed_drawing: Callable[[], None] | None = None  # a collector's
+        self._pending: Callable[[], None] | None = None  # a postponed drawing
         #: Which drawing is being made (for one that charges itself).
         self._drawing_made: Drawing = "between"
         #: Render and write drawings in the drawing worker (decided in ``setup``, rank zero).
@@ -280,177 +279,7 @@ class ConvVizCallback(Callback):
         )
         rank_zero_info(f"{name}: watching {sites.rule.description}: {shown}")
 
-    # -- the budget ----------------------------------------------------------------------------
-
-    def _may_draw(self, trainer: Trainer, drawing: Drawing) -> bool:
-        """A drawing fell due: whether to make it now. A first or last one is always made; one
-        in between when the budget allows it (else it is counted as postponed). The budget
-        counts on global rank zero, which draws (no collective depends on this)."""
-        budget = self._budget if trainer.is_global_zero else None
-        full = (  # the drawings queued for the worker hold memory: a full queue waits
-            drawing == "between"
-            and budget is not None
-            and self._background
-            and worker_for(trainer, budget.max_queued).full
-        )
-        if full:
-            assert budget is not None
-            budget.postpone(type(self).__name__)
-            return False
-        return (
-            drawing != "between"
-            or budget is None
-            or budget.affordable(type(self).__name__, self.last_drawing_seconds)
-        )
-
-    def _due_drawing(self, trainer: Trainer) -> Drawing:
-        """Which drawing one due now is: the last epoch's is the last, else the first when this
-        callback has not drawn yet, else one in between."""
-        if last_epoch(trainer):
-            return "last"
-        return "first" if self._drawn_at is None else "between"
-
-    def _note_due(self, trainer: Trainer) -> None:
-        """Count a due drawing (global rank zero), for the budget's report at the end."""
-        if self._budget is not None and trainer.is_global_zero:
-            self._budget.note_due(type(self).__name__)
-
-    def _draw_collected(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        draw: Callable[[], None],
-        timed: bool = True,
-    ) -> None:
-        """On global rank zero, a validation collector's drawing of what it just gathered: now
-        if the budget allows (the first one and the last epoch's always), else kept and made at
-        the next collection that the budget allows (a newer one replaces it) or at the end of
-        training. ``draw`` writes at the step it was collected at; ``timed=False`` for work
-        that charges itself (a background job; :attr:`_drawing_made` says which drawing)."""
-        if not trainer.is_global_zero:
-            return
-        self._note_due(trainer)
-        drawing = self._due_drawing(trainer)
-        if self._may_draw(trainer, drawing):
-            self._postponed_drawing = None
-            self._make_drawing(trainer, pl_module, draw, timed, drawing)
-        else:
-            self._postponed_drawing = draw
-
-    def _draw_pending(
-        self, trainer: Trainer, pl_module: LightningModule, timed: bool = True
-    ) -> None:
-        """Make a postponed collector drawing (at the end of training: the last one)."""
-        draw, self._postponed_drawing = self._postponed_drawing, None
-        if draw is not None:
-            self._make_drawing(trainer, pl_module, draw, timed, "last")
-
-    def _make_drawing(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        draw: Callable[[], None],
-        timed: bool,
-        drawing: Drawing,
-    ) -> None:
-        """Run ``draw``, timed and charged unless it charges itself, and note the step."""
-        self._drawing_made = drawing
-        if timed:
-            with self._drawing(trainer, pl_module, drawing):
-                draw()
-        else:
-            draw()
-        self._drawn_at = trainer.global_step
-
-    @contextlib.contextmanager
-    def _drawing(
-        self, trainer: Trainer, pl_module: LightningModule, drawing: Drawing
-    ) -> Iterator[None]:
-        """Time a drawing (the device synchronised at both ends), charge it to the budget as
-        the first, one in between or the last, and log its seconds. A drawing expected to take
-        more than a second is announced, so that a paused progress bar has a reason on screen."""
-        name = type(self).__name__
-        if self.last_drawing_seconds > 1.0 and trainer.is_global_zero:
-            rank_zero_info(
-                f"{name}: drawing at step {trainer.global_step} (about "
-                f"{self.last_drawing_seconds:.0f} s; training goes on after it)"
-            )
-        clock = self._budget.now if self._budget is not None else time.perf_counter
-        _synchronize(pl_module)
-        start = clock()
-        try:
-            yield
-        finally:
-            _synchronize(pl_module)
-            self.charge(trainer, clock() - start, drawing)
-
-    def charge(self, trainer: Trainer, seconds: float, drawing: Drawing) -> None:
-        """Count a drawing of ``seconds`` against the budget (the first and last counted apart)
-        and log its seconds as ``cost/<callback>``, with the shares of the fit so far of the
-        drawings in between (``cost/share``) and of the first and last ones
-        (``cost/fixed_share``)."""
-        name = type(self).__name__
-        self.last_drawing_seconds = seconds
-        if self._budget is None:
-            return
-        self._budget.charge(name, seconds, drawing)
-        self._log_scalars(
-            trainer,
-            {
-                f"cost/{name}": seconds,
-                "cost/share": self._budget.share(),
-                "cost/fixed_share": self._budget.fixed_share(),
-            },
-            trainer.global_step,
-        )
-
-    def _report_budget(self) -> None:
-        """At the end of a fit, the first callback to stop the shared budget says, one line
-        per callback, what it held back."""
-        budget = self._budget
-        if budget is None or not budget.running:
-            return
-        lines = budget.report()
-        budget.stop()
-        for line in lines:
-            rank_zero_info(line)
-
     # -- writing -------------------------------------------------------------------------------
-
-    def _later(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule | None,
-        work: Callable[[], None],
-        beside: float = 0.0,
-    ) -> None:
-        """Render and write a drawing: ``work`` must need nothing of the model (its tensors
-        already copied with :func:`to_host`). In the drawing worker when training leaves a core
-        free (the loop then waits only for the copies), else now. The seconds the drawing spent
-        beside training (the worker's, plus ``beside``: a t-SNE in its own thread) are logged as
-        ``cost/<callback>/background`` at the drawing's step."""
-        name, step = type(self).__name__, trainer.global_step
-        tag = f"cost/{name}/background"
-        device = getattr(pl_module, "device", None)
-        on_gpu = isinstance(device, torch.device) and device.type == "cuda"
-        if not self._background:
-            if on_gpu:
-                torch.cuda.current_stream(device).synchronize()  # the copies to the host
-            work()
-            if beside > 0:
-                self._log_scalars(trainer, {tag: beside}, step)
-            return
-        ready = None
-        if on_gpu:
-            ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
-            ready.record()
-
-        def done(seconds: float) -> None:  # beside training: logged, not charged to the share
-            self._log_scalars(trainer, {tag: seconds + beside}, step)
-
-        budget = self._budget
-        max_queued = budget.max_queued if budget is not None else DEFAULT_MAX_QUEUED
-        worker_for(trainer, max_queued).submit(name, step, work, ready, done)
 
     def _open_writers(self, trainer: Trainer) -> Writers:
         """The Trainer's writers; on global rank zero the dashboard of every lightning_convviz
@@ -483,55 +312,36 @@ class ConvVizCallback(Callback):
 class EpochDrawingCallback(ConvVizCallback):
     """A callback that draws at the start of training (its subclass's ``on_train_start`` calls
     :meth:`_draw_first`), every ``every_n_epochs`` epochs as the budget allows (a due drawing it
-    does not allow is postponed to the next epoch end) and once more at the end of training, so
-    that the time-lapse ends where training does. Subclasses set ``every_n_epochs`` and
+    does not allow is asked again at the next epoch end) and once more at the end of training,
+    so that the time-lapse ends where training does. Subclasses set ``every_n_epochs`` and
     implement :meth:`_draw`."""
 
     every_n_epochs: int = 1
-    #: A due drawing was postponed by the budget (it is due again at the next epoch end).
-    _postponed: bool = False
+
+    def _drawer(self, trainer: Trainer, pl_module: LightningModule) -> Callable[[], None]:
+        """This callback's drawing of the model as it is when the drawing is made."""
+        return lambda: self._draw(trainer, pl_module)
 
     def _draw_first(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The drawing at the start of training (always made)."""
+        self._pending = None
         self._note_due(trainer)
-        self._draw_now(trainer, pl_module, "first")
+        self._make_drawing(trainer, pl_module, self._drawer(trainer, pl_module), True, "first")
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        on_cadence = (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        if not self._enabled or not (on_cadence or self._postponed):
+        if not self._enabled:
             return
-        if on_cadence:
-            self._note_due(trainer)
-        # the first one, and the last epoch's (the end of the time-lapse), are always made
-        drawing = self._due_drawing(trainer)
-        if self._may_draw(trainer, drawing):
-            self._draw_now(trainer, pl_module, drawing)
-        else:
-            self._postponed = True
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._schedule(trainer, pl_module, self._drawer(trainer, pl_module))
+        elif self._pending is not None:  # postponed: asked again, not due again
+            self._schedule(trainer, pl_module, self._pending, due=False)
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._enabled and self._drawn_at != trainer.global_step:
-            if not self._postponed:  # else it is the postponed due drawing, made now
-                self._note_due(trainer)
-            self._draw_now(trainer, pl_module, "last")
-
-    def _draw_now(self, trainer: Trainer, pl_module: LightningModule, drawing: Drawing) -> None:
-        """Draw now on global rank zero, timed and charged to the budget."""
-        if trainer.is_global_zero:
-            with self._drawing(trainer, pl_module, drawing):
-                self._draw(trainer, pl_module)
-        self._postponed = False
-        self._drawn_at = trainer.global_step
+            self._draw_last(trainer, pl_module, self._drawer(trainer, pl_module))
 
     def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Make and write the pictures (global rank zero)."""
         raise NotImplementedError
-
-
-def _synchronize(pl_module: LightningModule) -> None:
-    """Wait for the device's queued work (CUDA), so that a drawing's time is its own."""
-    device = getattr(pl_module, "device", None)
-    if isinstance(device, torch.device) and device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -186,7 +186,7 @@ class EmbeddingMonitor(ConvVizCallback):
         self._latest: dict[Site, torch.Tensor] = {}
         self._samples = SampleCollector(max_samples, seed)
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[Future[_Result]] = []
+        self._embeddings: list[Future[_Result]] = []
         self._chart: plots.Chart | None = None  # made by the worker thread, reused there
         self._previous: np.ndarray | None = None
         #: Seconds the training loop waited in this callback per embedding (the submission, or
@@ -296,7 +296,7 @@ class EmbeddingMonitor(ConvVizCallback):
                 else:
                     self._embed_now(trainer, made)
 
-            self._draw_collected(trainer, pl_module, hand_over, timed=False)
+            self._schedule(trainer, pl_module, hand_over, timed=False)
         self.stall_seconds.append(time.perf_counter() - start)
 
     def _threads(self, trainer: Trainer, pl_module: LightningModule) -> tuple[int, bool]:
@@ -321,7 +321,7 @@ class EmbeddingMonitor(ConvVizCallback):
         """Start embedding ``job`` in the background thread."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convviz-embedding")
-        self._pending.append(self._executor.submit(self._embed, job))
+        self._embeddings.append(self._executor.submit(self._embed, job))
         rank_zero_info(
             f"EmbeddingMonitor: embedding {len(job.codes)} codes of {job.codes.shape[1]} "
             f"dimensions (epoch {job.epoch}, step {job.step}) in the background, "
@@ -340,7 +340,7 @@ class EmbeddingMonitor(ConvVizCallback):
             done.set_result(self._embed(job))
         except Exception as error:
             done.set_exception(error)
-        self._pending.append(done)
+        self._embeddings.append(done)
         self._log_ready(trainer)
 
     def _gather(
@@ -400,7 +400,7 @@ class EmbeddingMonitor(ConvVizCallback):
         """Log every finished embedding (waiting up to ``wait`` seconds for the pending ones)."""
         deadline = None if wait is None else time.monotonic() + wait
         still_pending = []
-        for future in self._pending:
+        for future in self._embeddings:
             if deadline is not None and not future.done():
                 wait_for([future], timeout=max(0.0, deadline - time.monotonic()))
             if not future.done():
@@ -409,7 +409,7 @@ class EmbeddingMonitor(ConvVizCallback):
                 rank_zero_warn(f"EmbeddingMonitor: an embedding failed: {future.exception()!r}")
             else:
                 self._write(trainer, future.result())
-        self._pending = still_pending
+        self._embeddings = still_pending
 
     def _write(self, trainer: Trainer, result: _Result) -> None:
         self.embedding_seconds.append(result.seconds)
@@ -450,18 +450,18 @@ class EmbeddingMonitor(ConvVizCallback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any
     ) -> None:
-        if self._pending and self._pending[0].done():
+        if self._embeddings and self._embeddings[0].done():
             self._log_ready(trainer)
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._draw_pending(trainer, pl_module, timed=False)  # a postponed embedding, now
-        if not self._pending:
+        self._draw_last(trainer, pl_module, timed=False)  # a postponed embedding, now
+        if not self._embeddings:
             return
         self._log_ready(trainer, wait=self.wait_timeout)
-        if self._pending:
+        if self._embeddings:
             rank_zero_warn(
-                f"EmbeddingMonitor: {len(self._pending)} embedding(s) not finished after "
+                f"EmbeddingMonitor: {len(self._embeddings)} embedding(s) not finished after "
                 f"waiting {self.wait_timeout:.0f} s at the end of training; they are not logged. "
                 "Raise wait_timeout, lower max_samples or embed less often."
             )
@@ -492,7 +492,7 @@ class EmbeddingMonitor(ConvVizCallback):
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        self._pending = []
+        self._embeddings = []
 
     # -- checkpointing -------------------------------------------------------------------------
 

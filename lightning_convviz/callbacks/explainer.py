@@ -101,7 +101,7 @@ class ProbeCallback(EpochDrawingCallback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._postponed = False
+        self._pending = None
         if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
             self._draw_first(trainer, pl_module)
 

@@ -41,6 +41,7 @@ def guarded(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
     drawings); a configuration error still stops the run, clearly; a :class:`NotApplicable`
     switches the callback off with one message; any other exception (also one kept from a
     forward hook) becomes one warning, and the callback releases its hooks and stays off."""
+
     @functools.wraps(hook)
     def run(self: ConvVizCallback, trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
         # a rank that failed still runs the collective hooks until the ranks have agreed

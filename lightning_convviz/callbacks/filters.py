@@ -148,7 +148,7 @@ class FilterMonitor(EpochDrawingCallback):
         for name, module in self._layers.items():
             if name not in self._initial:
                 self._initial[name] = to_host(_weight(module))  # kept on the host
-        self._postponed = False
+        self._pending = None
         if trainer.global_step == 0:
             self._draw_first(trainer, pl_module)
 

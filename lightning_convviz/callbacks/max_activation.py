@@ -313,11 +313,11 @@ class MaxActivationMonitor(ConvVizCallback):
 
             self._later(trainer, pl_module, render_and_write)
 
-        self._draw_collected(trainer, pl_module, draw)
+        self._schedule(trainer, pl_module, draw)
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._draw_pending(trainer, pl_module)
+        self._draw_last(trainer, pl_module)
 
     def _merge_ranks(
         self, trainer: Trainer, states: dict[Site, TopK], crops: dict[Site, torch.Tensor]
