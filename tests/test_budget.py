@@ -17,7 +17,7 @@ from pytorch_lightning import LightningModule, Trainer
 from lightning_convviz import DiagnosticsBudget, FilterMonitor, MaxActivationMonitor
 from lightning_convviz.callbacks import budget as budget_module
 from lightning_convviz.callbacks.budget import Budget, budget_for
-from lightning_convviz.callbacks.explainer import ProbeCallback
+from lightning_convviz.callbacks.probe import ProbeCallback
 from lightning_convviz.demo import train
 
 LOG = "run/version_0"

@@ -8,7 +8,7 @@ from pytorch_lightning import LightningModule, Trainer
 from lightning_convviz import render
 from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.batches import to_host
-from lightning_convviz.callbacks.explainer import ProbeCallback
+from lightning_convviz.callbacks.probe import ProbeCallback
 from lightning_convviz.functional.capture import LayerSpec, capture_sites
 from lightning_convviz.functional.defaults import ACTIVATION_SITES
 from lightning_convviz.functional.guard import preserved_state

@@ -8,7 +8,7 @@ from pytorch_lightning import LightningModule, Trainer
 from lightning_convviz import render
 from lightning_convviz.callbacks.arguments import check_positive_int
 from lightning_convviz.callbacks.batches import to_host
-from lightning_convviz.callbacks.explainer import ExplainTarget, ProbeCallback, caption
+from lightning_convviz.callbacks.probe import ExplainTarget, ProbeCallback, caption
 from lightning_convviz.functional.adversarial import fgsm_direction, min_fooling_epsilon
 
 __all__ = ["AdversarialMonitor"]

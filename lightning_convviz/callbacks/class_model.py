@@ -8,7 +8,7 @@ from pytorch_lightning import LightningModule, Trainer
 from lightning_convviz import render
 from lightning_convviz.callbacks.arguments import check_positive_int
 from lightning_convviz.callbacks.batches import to_host
-from lightning_convviz.callbacks.explainer import ProbeCallback
+from lightning_convviz.callbacks.probe import ProbeCallback
 from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.functional.guard import preserved_state
 from lightning_convviz.functional.inversion import class_model

@@ -46,7 +46,7 @@ GRID_LIMIT = 2048
 
 
 @dataclass
-class _Job:
+class _EmbeddingJob:
     step: int
     epoch: int
     codes: np.ndarray
@@ -69,7 +69,7 @@ class _Result:
     scatter: np.ndarray
     grid: np.ndarray
     metrics: dict[str, float]
-    job: _Job
+    job: _EmbeddingJob
     points: np.ndarray
 
 
@@ -283,7 +283,9 @@ class EmbeddingMonitor(ConvVizCallback):
         if gathered is not None and trainer.is_global_zero:
             codes, labels, pictures = gathered
             threads, background = self._threads(trainer, pl_module)
-            job = _Job(trainer.global_step, trainer.current_epoch, codes, labels, pictures, threads)
+            job = _EmbeddingJob(
+                trainer.global_step, trainer.current_epoch, codes, labels, pictures, threads
+            )
             gathering = time.perf_counter() - start
 
             def hand_over() -> None:
@@ -317,7 +319,7 @@ class EmbeddingMonitor(ConvVizCallback):
             threads, background = (spare, True) if spare >= 1 else (cores, False)
         return min(threads, self.n_jobs or threads), background
 
-    def _submit(self, trainer: Trainer, job: _Job) -> None:
+    def _submit(self, trainer: Trainer, job: _EmbeddingJob) -> None:
         """Start embedding ``job`` in the background thread."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convviz-embedding")
@@ -328,7 +330,7 @@ class EmbeddingMonitor(ConvVizCallback):
             f"{job.threads} thread(s)"
         )
 
-    def _embed_now(self, trainer: Trainer, job: _Job) -> None:
+    def _embed_now(self, trainer: Trainer, job: _EmbeddingJob) -> None:
         """Embed ``job`` now, on the training's thread, and log it."""
         rank_zero_info(
             f"EmbeddingMonitor: embedding {len(job.codes)} codes of {job.codes.shape[1]} "
@@ -368,7 +370,7 @@ class EmbeddingMonitor(ConvVizCallback):
 
     # -- the background work -------------------------------------------------------------------
 
-    def _embed(self, job: _Job) -> _Result:
+    def _embed(self, job: _EmbeddingJob) -> _Result:
         start = time.perf_counter()
         previous = self._previous
         if previous is not None and previous.shape[0] != len(job.codes):

@@ -13,7 +13,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from lightning_convviz import render
 from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.batches import to_host
-from lightning_convviz.callbacks.explainer import ProbeCallback
+from lightning_convviz.callbacks.probe import ProbeCallback
 from lightning_convviz.functional.capture import LayerSpec, conv_layers
 from lightning_convviz.functional.defaults import (
     choose_activation_sites,

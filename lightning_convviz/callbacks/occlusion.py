@@ -9,7 +9,8 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from lightning_convviz import render
-from lightning_convviz.callbacks.explainer import ExplainTarget, ProbeExplainer
+from lightning_convviz.callbacks.explainer import ProbeExplainer
+from lightning_convviz.callbacks.probe import ExplainTarget
 from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.functional.occlusion import occluded_score_map, occlusion_scores
 

@@ -8,24 +8,34 @@ set by index when it has one (at the first validation batch, the sanity check's 
 same on every rank; from a stream (an ``IterableDataset``) they are reservoir-sampled over the
 first validation epoch. Or the user passes a tensor; without validation data, the first training
 batch serves. Labels come along when the batch carries them.
+
+:class:`ProbeCallback` is the base of the callbacks that draw on the probe (activation maps,
+inversion, adversarial examples, class models, and through
+:class:`~lightning_convviz.callbacks.explainer.ProbeExplainer` the attribution callbacks): the
+cadence (the start of training, then every ``every_n_epochs`` epochs) and predictions with
+captions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning import Trainer
+from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import default_collate
+from typing_extensions import override
 
+from lightning_convviz.callbacks.arguments import check_positive_int
+from lightning_convviz.callbacks.base import EpochDrawingCallback
 from lightning_convviz.callbacks.batches import (
     clone_for_autograd,
     inputs_from_batch,
     labels_from_batch,
 )
+from lightning_convviz.functional.guard import preserved_state
 from lightning_convviz.functional.sampling import (
     Reservoir,
     dataset_labels,
@@ -33,7 +43,14 @@ from lightning_convviz.functional.sampling import (
     spread_indices,
 )
 
-__all__ = ["ProbeSet", "check_probe_images", "first_validation_loader"]
+__all__ = [
+    "ExplainTarget",
+    "ProbeCallback",
+    "ProbeSet",
+    "caption",
+    "check_probe_images",
+    "first_validation_loader",
+]
 
 
 def check_probe_images(probe_images: object) -> None:
@@ -188,3 +205,138 @@ class ProbeSet:
         if not self.from_user:
             self.images = state_dict.get("probe")
             self.labels = state_dict.get("probe_labels")
+
+
+#: Which class the maps explain: the true label (when the batch has labels) or the prediction.
+ExplainTarget = Literal["true", "predicted"]
+
+
+class ProbeCallback(EpochDrawingCallback):
+    """Base class: a fixed probe set (with labels when known), drawn at the start of training
+    and every ``every_n_epochs`` epochs on global rank zero. Subclasses implement :meth:`_draw`.
+    """
+
+    whole_model_needed = "runs the model on its probe images on global rank zero alone"
+
+    def __init__(
+        self,
+        probe_images: torch.Tensor | None,
+        probe_labels: torch.Tensor | None,
+        num_probe_images: int,
+        every_n_epochs: int,
+        target: ExplainTarget,
+        tile_side: int,
+    ) -> None:
+        super().__init__()
+        check_probe_images(probe_images)
+        if probe_labels is not None and (
+            probe_images is None
+            or not isinstance(probe_labels, torch.Tensor)
+            or probe_labels.shape != probe_images.shape[:1]
+            or probe_labels.is_floating_point()
+        ):
+            raise ValueError(
+                "probe_labels: expected None or integer labels, one per probe image (and "
+                f"probe_images given), got {getattr(probe_labels, 'shape', probe_labels)!r}"
+            )
+        check_positive_int("num_probe_images", num_probe_images)
+        check_positive_int("every_n_epochs", every_n_epochs)
+        check_positive_int("tile_side", tile_side)
+        if target not in ("true", "predicted"):
+            raise ValueError(f"target: expected 'true' or 'predicted', got {target!r}")
+        self.num_probe_images = num_probe_images
+        self.every_n_epochs = every_n_epochs
+        self.target = target
+        self.tile_side = tile_side
+        self._probe = ProbeSet(type(self).__name__, num_probe_images, probe_images, probe_labels)
+
+    # -- probe selection -----------------------------------------------------------------------
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._enabled:
+            self._probe.offer_validation_batch(trainer, batch, batch_idx, dataloader_idx)
+
+    @override
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._enabled:
+            self._probe.end_validation_epoch(trainer)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._enabled:
+            self._probe.offer_training_batch(batch)
+
+    # -- cadence -------------------------------------------------------------------------------
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._pending = None
+        if self._enabled and trainer.global_step == 0 and self._probe.images is not None:
+            self._draw_first(trainer, pl_module)
+
+    def _probe_on_device(
+        self, trainer: Trainer, pl_module: LightningModule
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The probe images on the model's device and their labels, on global rank zero."""
+        probe = self._probe.get()
+        if not trainer.is_global_zero or probe is None:
+            return None
+        return probe[0].to(pl_module.device), probe[1]
+
+    def _targets(self, labels: torch.Tensor | None, probabilities: torch.Tensor) -> torch.Tensor:
+        """The class each probe image is explained for: its label when ``target="true"`` and
+        labels are known, otherwise the predicted class."""
+        if self.target == "true" and labels is not None:
+            return labels
+        return probabilities.argmax(dim=1)
+
+    def _predict(
+        self, pl_module: LightningModule, images: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[str]]:
+        """Class probabilities ``(N, classes)`` on the CPU, and captions: true class (when
+        known), predicted class and its probability."""
+        with preserved_state(pl_module), torch.no_grad():
+            probabilities = pl_module(images).float().softmax(dim=1).cpu()
+        predicted = probabilities.argmax(dim=1)
+        captions = [
+            caption(
+                None if label is None else self._class_name(int(label)),
+                self._class_name(int(guess)),
+                float(probability[guess]),
+            )
+            for label, guess, probability in zip(
+                labels if labels is not None else [None] * len(images),
+                predicted,
+                probabilities,
+                strict=True,
+            )
+        ]
+        return probabilities, captions
+
+    # -- checkpointing -------------------------------------------------------------------------
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._probe.state_dict(), "drawn_at": self._drawn_at}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._probe.load_state_dict(state_dict)
+        self._drawn_at = state_dict.get("drawn_at")
+
+
+def caption(label: str | None, predicted: str, probability: float) -> str:
+    """``true <label>`` (when known) over ``pred <predicted> (<probability>)``."""
+    shown = f"pred {predicted} ({probability:.2f})"
+    return shown if label is None else f"true {label}\n{shown}"

@@ -11,7 +11,8 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_convviz import render
 from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
-from lightning_convviz.callbacks.explainer import ExplainTarget, ProbeExplainer
+from lightning_convviz.callbacks.explainer import ProbeExplainer
+from lightning_convviz.callbacks.probe import ExplainTarget
 from lightning_convviz.functional import attribution
 from lightning_convviz.functional.capture import (
     LayerSpec,

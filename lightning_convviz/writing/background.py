@@ -34,7 +34,7 @@ DEFAULT_MAX_QUEUED = 4
 
 
 @dataclass
-class _Job:
+class _DrawingJob:
     owner: str
     step: int
     work: Callable[[], None]
@@ -62,7 +62,7 @@ class DrawingWorker:
 
     def __init__(self, max_queued: int = DEFAULT_MAX_QUEUED) -> None:
         self.max_queued = max_queued
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queued)
+        self._jobs: queue.Queue[_DrawingJob | None] = queue.Queue(maxsize=max_queued)
         self._failures: list[tuple[str, int, BaseException]] = []
         self._warned: set[str] = set()
         self._lock = threading.Lock()
@@ -91,7 +91,7 @@ class DrawingWorker:
         before running it (the copies of its inputs to the host); ``done``: called on the
         worker with the seconds ``work`` took."""
         self.report_failures()
-        self._jobs.put(_Job(owner, step, work, ready, done))
+        self._jobs.put(_DrawingJob(owner, step, work, ready, done))
 
     def flush(self) -> None:
         """Wait until every submitted job has run, then report failures."""
