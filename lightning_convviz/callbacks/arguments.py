@@ -3,11 +3,13 @@ argument and what it allows."""
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from lightning_convviz.functional.arguments import check_int
 
-__all__ = ["check_layers_argument", "check_positive_int"]
+__all__ = ["check_layers_argument", "check_number", "check_positive_int"]
 
 
 def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
@@ -30,3 +32,16 @@ def check_layers_argument(layers: object) -> None:
             "layers: expected None, a module name or glob, a module, a module type, or a "
             f"non-empty list of those; got {layers!r}"
         )
+
+
+def check_number(
+    name: str, value: object, above: float = -math.inf, at_most: float = math.inf
+) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a number (not a bool) in
+    ``(above, at_most]``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not above < value <= at_most
+    ):
+        raise ValueError(f"{name}: expected a number in ({above}, {at_most}], got {value!r}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -15,8 +14,17 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
-from lightning_convviz.callbacks.arguments import check_positive_int
+from lightning_convviz.callbacks.arguments import check_number, check_positive_int
 from lightning_convviz.callbacks.base import ConvVizCallback
+from lightning_convviz.callbacks.lr_records import (
+    HEALTHY_UPDATE_RATIO,
+    KEPT_STEPS,
+    RECENT_RATIOS,
+    VERDICT_VALUE,
+    StepSnapshot,
+    loss_of,
+    summary_markdown,
+)
 from lightning_convviz.functional.activity import accumulate_positive_counts
 from lightning_convviz.functional.capture import conv_layers
 from lightning_convviz.functional.defaults import ACTIVATION_SITES
@@ -40,16 +48,9 @@ from lightning_convviz.functional.lr_judgement import (
     judge_learning_rate,
 )
 from lightning_convviz.functional.sites import CallSites, Site
+from lightning_convviz.functional.step_update import update_statistics
 
 __all__ = ["Finding", "LearningRateDoctor", "Verdict"]
-
-_VERDICT_VALUE = {"too low": -1.0, "healthy so far": 0.0, "too high": 1.0}
-#: Measured steps kept for the judgement (a few floats each).
-KEPT_STEPS = 1024
-#: Update ratios kept per layer for the summary table (the latest ones).
-RECENT_RATIOS = 20
-#: CS231n's healthy update/weight ratio, logged beside the ratios as a reference line.
-HEALTHY_UPDATE_RATIO = 1e-3
 
 
 class LearningRateDoctor(ConvVizCallback):
@@ -162,19 +163,11 @@ class LearningRateDoctor(ConvVizCallback):
         super().__init__()
         check_positive_int("every_n_steps", every_n_steps, allow_none=True)
         check_positive_int("measurements_per_epoch", measurements_per_epoch)
-        for name, value, low, high in (
-            ("alpha_high", alpha_high, -1.0, math.inf),
-            ("alpha_low", alpha_low, -math.inf, math.inf),
-            ("dead_fraction_high", dead_fraction_high, 0.0, 1.0),
-            ("divergence_factor", divergence_factor, 1.0, math.inf),
-            ("explosion_factor", explosion_factor, 1.0, math.inf),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (low < value <= high)
-            ):
-                raise ValueError(f"{name}: expected a number in ({low}, {high}], got {value!r}")
+        check_number("alpha_high", alpha_high, above=-1.0)
+        check_number("alpha_low", alpha_low)
+        check_number("dead_fraction_high", dead_fraction_high, above=0.0, at_most=1.0)
+        check_number("divergence_factor", divergence_factor, above=1.0)
+        check_number("explosion_factor", explosion_factor, above=1.0)
         if not alpha_low < alpha_high:
             raise ValueError(
                 f"alpha_low: expected less than alpha_high ({alpha_high}), got {alpha_low!r}"
@@ -199,7 +192,7 @@ class LearningRateDoctor(ConvVizCallback):
         self._counts: dict[Site, tuple[torch.Tensor, int]] = {}
         self._hooks: Any = None
         self._random_state: RandomState | None = None
-        self._snapshot: _Snapshot | None = None
+        self._snapshot: StepSnapshot | None = None
         self._losses = LossTally()
         self._replay_failed = False
         self._batch_step = 0
@@ -313,7 +306,7 @@ class LearningRateDoctor(ConvVizCallback):
         configs = getattr(trainer, "lr_scheduler_configs", [])
         self._scheduler_name = type(configs[0].scheduler).__name__ if configs else None
         index = {id(p): i for i, p in enumerate(params)}
-        self._snapshot = _Snapshot(
+        self._snapshot = StepSnapshot(
             params=params,
             before=[p.detach().clone() for p in params],
             grads=[p.grad.detach().clone() for p in params],  # type: ignore[union-attr]
@@ -342,7 +335,7 @@ class LearningRateDoctor(ConvVizCallback):
         self,
         trainer: Trainer,
         pl_module: LightningModule,
-        snapshot: _Snapshot,
+        snapshot: StepSnapshot,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -350,29 +343,21 @@ class LearningRateDoctor(ConvVizCallback):
         """Every number of the step on the device, averaged over ranks, in one host copy:
         loss before, loss after, slope, gradient norm, clipped norm, update norm, then one
         update ratio per weight."""
-        with torch.no_grad():
-            deltas = [p.detach() - b for p, b in zip(snapshot.params, snapshot.before, strict=True)]
-            slope = torch.stack(
-                [
-                    torch.vdot(g.flatten().float(), d.flatten().float())
-                    for g, d in zip(snapshot.grads, deltas, strict=True)
-                ]
-            ).sum()
-            grad_norm = torch.stack([g.float().norm() for g in snapshot.grads]).norm()
-            now = [p.grad for p in snapshot.params]
-            clipped_norm = (
-                torch.stack([g.detach().float().norm() for g in now if g is not None]).norm()
-                if getattr(trainer, "gradient_clip_val", None) and all(g is not None for g in now)
-                else grad_norm
-            )
-            delta_norms = [d.float().norm() for d in deltas]
-            moved = torch.stack(delta_norms).norm()
-            ratios = [
-                delta_norms[i] / snapshot.before[i].float().norm().clamp_min(1e-12)
-                for i in snapshot.weights.values()
-            ]
+        slope, grad_norm, moved, ratios = update_statistics(
+            snapshot.grads,
+            snapshot.before,
+            [p.detach() for p in snapshot.params],
+            list(snapshot.weights.values()),
+        )
+        now = [p.grad for p in snapshot.params]
+        clipped = getattr(trainer, "gradient_clip_val", None) and all(g is not None for g in now)
+        clipped_norm = (
+            torch.stack([g.detach().float().norm() for g in now if g is not None]).norm()
+            if clipped
+            else grad_norm
+        )
         nan = torch.full((), math.nan, device=slope.device)
-        loss_before = _loss_of(outputs)
+        loss_before = loss_of(outputs)
         scale = float(max(int(getattr(trainer, "accumulate_grad_batches", 1)), 1))
         loss_before = nan if loss_before is None else loss_before.detach().float() * scale
         loss_after = self._replayed_loss(trainer, pl_module, batch, batch_idx)
@@ -389,7 +374,7 @@ class LearningRateDoctor(ConvVizCallback):
         values: list[float] = stacked.tolist()  # the one host copy of this measured step
         return values
 
-    def _record(self, trainer: Trainer, snapshot: _Snapshot, values: list[float]) -> None:
+    def _record(self, trainer: Trainer, snapshot: StepSnapshot, values: list[float]) -> None:
         loss_before, loss_after, slope, grad_norm, clipped_norm, moved = values[:6]
         ratios = dict(zip(snapshot.weights, values[6:], strict=True))
         skipped = moved == 0.0
@@ -453,11 +438,11 @@ class LearningRateDoctor(ConvVizCallback):
                 f"step failed ({type(error).__name__}: {error}); the other signals are."
             )
             return None
-        loss = _loss_of(output)
+        loss = loss_of(output)
         return None if loss is None else loss.detach().float()
 
     def _track_loss(self, trainer: Trainer, outputs: Any) -> None:
-        loss = _loss_of(outputs)
+        loss = loss_of(outputs)
         if loss is not None:
             self._losses.add(loss, self._batch_step)
 
@@ -493,7 +478,7 @@ class LearningRateDoctor(ConvVizCallback):
             metrics[self._tag("epoch_loss")] = mean_loss
         self.epochs.append(EpochSignals(trainer.current_epoch, step, mean_loss, dead))
         judgement = self._judge()
-        metrics[self._tag("verdict")] = _VERDICT_VALUE[judgement.verdict]
+        metrics[self._tag("verdict")] = VERDICT_VALUE[judgement.verdict]
         if judgement.alpha is not None:
             metrics[self._tag("alpha_smoothed")] = judgement.alpha
         if judgement.suggested_lr is not None:
@@ -572,25 +557,13 @@ class LearningRateDoctor(ConvVizCallback):
 
     def summary(self) -> str:
         """The verdict, its evidence, the suggestion and the latest signals, as markdown."""
-        judgement = self.judgement
-        lines = [f"**Learning rate: {self.verdict}**", ""]
-        active = self.active_findings()
-        lines += [f"- {f.evidence} (points to: {f.points_to})" for f in active] or [
-            "- no finding holds now"
-        ]
-        if judgement is not None:
-            lines += [f"- {note}" for note in judgement.notes]
-        settled = [f for f in self.findings if f.key not in {a.key for a in active}]
-        if settled:
-            lines += ["", "Seen earlier, no longer holding:"]
-            lines += [f"- {f.evidence}" for f in settled]
-        lines += ["", "| layer | median update/weight (last 20) | dead filters |", "|---|---|---|"]
-        for name, values in self._recent_ratios.items():
-            lines.append(f"| {name} | {statistics.median(values):.1e} | |")
-        if self.epochs:
-            for name, (count, channels) in self.epochs[-1].dead.items():
-                lines.append(f"| {name} | | {count} / {channels} |")
-        return "\n".join(lines)
+        return summary_markdown(
+            self.verdict,
+            self.judgement,
+            self.findings,
+            self._recent_ratios,
+            self.epochs[-1].dead if self.epochs else {},
+        )
 
     # -- cleanup and state ---------------------------------------------------------------------
 
@@ -628,24 +601,3 @@ class LearningRateDoctor(ConvVizCallback):
         self._warned = set(state_dict.get("warned", []))
         self._scheduler_name = state_dict.get("scheduler")
         self.judgement = self._judgement() if self.epochs else None
-
-
-class _Snapshot:
-    """The weights and gradients just before a measured optimizer step."""
-
-    def __init__(
-        self,
-        params: list[torch.Tensor],
-        before: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        lr: float,
-        weights: dict[str, int],
-    ) -> None:
-        self.params, self.before, self.grads, self.lr = params, before, grads, lr
-        #: Each conv and linear weight's index in ``params``, by layer name.
-        self.weights = weights
-
-
-def _loss_of(output: Any) -> torch.Tensor | None:
-    loss = output.get("loss") if isinstance(output, Mapping) else output
-    return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
