@@ -1,4 +1,23 @@
-"""Lightning callbacks: decide when, call the functional core, render, and log."""
+"""Lightning callbacks: decide when, call the functional core, render, and log.
+
+Where each concern lives:
+
+* ``base.py``: :class:`ConvVizCallback` (setup, the failure guard's wiring, rank agreement
+  under DDP, call sites, writing) and :class:`EpochDrawingCallback` (draw at the start, every
+  ``every_n_epochs`` epochs and at the end).
+* ``drawing.py``: the one schedule of every drawing (due, made or pending, timed, charged) and
+  where it is rendered (the drawing worker or the training thread).
+* ``budget.py``: the share of the fit the drawings may take (``DiagnosticsBudget``).
+* ``failures.py``: the guard (an exception in a hook becomes one warning; ``NotApplicable``).
+* ``sharding.py``: whether the strategy shards the parameters (then the callbacks that need
+  whole weights stay off).
+* ``arguments.py``, ``batches.py``, ``schedule.py``, ``distributed.py``, ``class_names.py``:
+  argument checks; reading a batch; the epochs to draw or collect at; collectives; classes'
+  names.
+* ``probe.py`` (the probe images and :class:`ProbeCallback`), ``explainer.py`` (the heat-map
+  callbacks' base), ``samples.py`` (samples collected over validation).
+* One module per callback; ``lr_records.py`` holds the doctor's records and summary.
+"""
 
 from lightning_convviz.callbacks.activation_maps import ActivationMapMonitor
 from lightning_convviz.callbacks.activation_stats import ActivationStatsMonitor
