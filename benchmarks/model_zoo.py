@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,8 @@ import time
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
+#: The zoo's runner (tests/zoo.py) and the models it wraps architectures in (workloads.py here).
+PATHS = os.pathsep.join([str(TESTS), str(Path(__file__).resolve().parent)])
 
 #: Input side per torchvision model family, by name prefix (the first match counts): 32 px
 #: unless the architecture needs more (AlexNet's pools, transformers' patches and windows);
@@ -106,6 +109,7 @@ def run_one(name: str, timeout: float) -> dict[str, object]:
             done = subprocess.run(
                 [sys.executable, "-c", code],
                 cwd=TESTS,
+                env={**os.environ, "PYTHONPATH": PATHS},
                 capture_output=True,
                 text=True,
                 timeout=timeout,

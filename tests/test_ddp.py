@@ -12,10 +12,12 @@ import pytest
 from helpers import read_events
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
+#: The tests' helpers and the models they share with the benchmarks (benchmarks/workloads.py).
+PATHS = os.pathsep.join([str(SCRIPT.parent), str(SCRIPT.parent.parent / "benchmarks")])
 
 
 def run_script(out: Path, devices: int, *extra: str) -> dict[str, object]:
-    environment = {**os.environ, "PYTHONPATH": str(SCRIPT.parent)}
+    environment = {**os.environ, "PYTHONPATH": PATHS}
     completed = subprocess.run(
         [sys.executable, str(SCRIPT), str(out), str(devices), *extra],
         env=environment,
