@@ -150,7 +150,9 @@ def main(
             "drawing_threads": [t.name for t in threading.enumerate() if "convviz" in t.name],
             "postponed": {
                 name: account.postponed
-                for name, account in convviz.callbacks.budget.budget_for(trainer).accounts.items()
+                for name, account in convviz.callbacks.context.context_of(
+                    trainer
+                ).budget.accounts.items()
                 if account.postponed
             },
         }

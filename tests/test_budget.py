@@ -16,7 +16,8 @@ from pytorch_lightning import LightningModule, Trainer
 
 from lightning_convviz import DiagnosticsBudget, FilterMonitor, MaxActivationMonitor
 from lightning_convviz.callbacks import budget as budget_module
-from lightning_convviz.callbacks.budget import Budget, budget_for
+from lightning_convviz.callbacks.budget import Budget
+from lightning_convviz.callbacks.context import context_of
 from lightning_convviz.callbacks.probe import ProbeCallback
 from lightning_convviz.demo import train
 
@@ -94,7 +95,7 @@ def test_due_drawings_over_the_budget_wait_but_the_first_and_last_are_made_apart
             tmp_path, [monitor, DiagnosticsBudget(max_share=0.1)], SlowSteps(), max_epochs=6
         )
     assert drawn_steps(tmp_path) == [0, 12]  # the start and the end: a time-lapse of two
-    account = budget_for(trainer).accounts["SlowMonitor"]
+    account = context_of(trainer).budget.accounts["SlowMonitor"]
     # due at the start and every epoch end; the last epoch's drawing is the last one (fixed)
     assert (account.due, account.made_fixed, account.made_between) == (7, 2, 0)
     assert account.postponed == 5  # epochs 0 to 4: never affordable
@@ -132,7 +133,7 @@ def test_a_postponed_drawing_is_made_when_the_budget_allows(
     # epoch 0's end: 0.3 s over the 0.8 s so far, it and the last one's 0.3 s to come
     # (0.214): postponed; epoch 1's: 0.3 / 1.9 (0.158): made; epoch 2's: 0.6 / 2.7: postponed
     assert drawn_steps(tmp_path) == [0, 4, 8]
-    account = budget_for(trainer).accounts["SlowMonitor"]
+    account = context_of(trainer).budget.accounts["SlowMonitor"]
     assert (account.made_between, account.postponed) == (1, 2)
     assert account.spent == pytest.approx(0.3) and account.fixed == pytest.approx(0.6)
 
@@ -144,7 +145,7 @@ def test_collectors_draw_their_first_and_last_collection(tmp_path: Path) -> None
     )
     steps = [e.step for e in read_events(tmp_path / LOG).Images("max_activation/conv1")]
     assert steps == [2, 8]  # the first validation epoch's and the last one's
-    account = budget_for(trainer).accounts["MaxActivationMonitor"]
+    account = context_of(trainer).budget.accounts["MaxActivationMonitor"]
     assert (account.postponed, account.due, account.made) == (2, 4, 2)  # epochs 2 and 3
 
 
@@ -155,7 +156,7 @@ def test_default_share_and_a_long_drawing_is_announced(
     monitor.last_drawing_seconds = 2.5  # as if the previous drawing had taken 2.5 s
     with caplog.at_level(logging.INFO):
         trainer, _ = fit(tmp_path, [monitor, DiagnosticsBudget()])
-    assert budget_for(trainer).max_share == 0.1
+    assert context_of(trainer).budget.max_share == 0.1
     assert "FilterMonitor: drawing at step 0 (about 2 s; training goes on after it)" in caplog.text
 
 
@@ -286,12 +287,12 @@ def test_a_cheap_monitor_draws_every_epoch_beside_a_dear_one_asked_first(
     assert 2 < len(drawn_steps(tmp_path)) < 9  # the dear one drew in between, spaced out
     events = read_events(tmp_path / LOG)
     assert all(e.value <= 0.3 for e in events.Scalars("cost/share"))
-    assert budget_for(trainer).accounts["CheapMonitor"].postponed == 0
+    assert context_of(trainer).budget.accounts["CheapMonitor"].postponed == 0
 
 
 def test_a_budget_knob_after_the_callbacks_still_sets_the_share(tmp_path: Path) -> None:
     trainer, _ = fit(tmp_path, [FilterMonitor(), DiagnosticsBudget(max_share=0.25)])
-    assert budget_for(trainer).max_share == 0.25
+    assert context_of(trainer).budget.max_share == 0.25
 
 
 def test_the_demo_keeps_a_time_lapse_within_the_default_share(

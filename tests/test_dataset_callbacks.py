@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,8 @@ from helpers import TinyCNN, fit, logged_image, read_events
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from PIL import Image
 
-from lightning_convviz import EmbeddingMonitor, MaxActivationMonitor
+from lightning_convviz import DiagnosticsBudget, EmbeddingMonitor, MaxActivationMonitor
+from lightning_convviz.callbacks.embedding import tsne_threads
 from lightning_convviz.demo import train
 from lightning_convviz.functional import Site, capture_activations
 from lightning_convviz.functional.embedding import available_cores, embed_codes
@@ -227,10 +227,24 @@ def test_a_failing_embedding_warns_and_training_goes_on(
     assert trainer.state.finished
 
 
-def test_beside_an_accelerator_the_embedding_runs_in_the_background_on_all_but_one_core() -> None:
-    beside_gpu = SimpleNamespace(device=torch.device("cuda"))
-    trainer = SimpleNamespace(num_devices=1)
-    threads, background = EmbeddingMonitor()._threads(trainer, beside_gpu)  # type: ignore[arg-type]
-    assert (threads, background) == (max(available_cores() - 1, 1), True)
-    capped = EmbeddingMonitor(n_jobs=1)._threads(trainer, beside_gpu)  # type: ignore[arg-type]
-    assert capped == (1, True)
+def test_the_t_sne_threads_are_the_cores_training_leaves_or_every_core_at_once() -> None:
+    cores = available_cores()
+    assert tsne_threads(True, on_accelerator=True, busy_threads=4) == max(cores - 1, 1)
+    assert tsne_threads(True, on_accelerator=True, busy_threads=4, n_jobs=1) == 1
+    assert tsne_threads(True, on_accelerator=False, busy_threads=1) == max(cores - 1, 1)
+    assert tsne_threads(True, on_accelerator=False, busy_threads=cores) == 1  # as asked
+    assert tsne_threads(False, on_accelerator=False, busy_threads=cores) == cores
+
+
+def test_the_embedding_obeys_the_budget_s_background_choice(
+    tmp_path: Path, embedding_calls: list[tuple[str, int]]
+) -> None:
+    """DiagnosticsBudget(background=True) puts the t-SNE in the drawing worker's second lane
+    even where training keeps every core busy; its map is logged all the same."""
+    monitor = EmbeddingMonitor(max_samples=32, n_jobs=1)
+    with torch_threads(available_cores()):
+        fit(tmp_path, [monitor, DiagnosticsBudget(None, background=True)], max_epochs=2)
+    assert embedding_calls == [("convviz-embedding_0", 1)] * 2
+    events = read_events(tmp_path / LOG)
+    assert [e.step for e in events.Images("embedding/scatter")] == [2, 4]
+    assert not [t for t in threading.enumerate() if t.name.startswith("convviz")]

@@ -5,6 +5,8 @@ Where each concern lives:
 * ``base.py``: :class:`ConvVizCallback` (setup, the failure guard's wiring, rank agreement
   under DDP, call sites, writing) and :class:`EpochDrawingCallback` (draw at the start, every
   ``every_n_epochs`` epochs and at the end).
+* ``context.py``: :class:`TrainerContext`, what the callbacks of one fit share (the budget,
+  the loggers' writers, the drawing worker); the only thing kept per Trainer.
 * ``drawing.py``: the one schedule of every drawing (due, made or pending, timed, charged) and
   where it is rendered (the drawing worker or the training thread).
 * ``budget.py``: the share of the fit the drawings may take (``DiagnosticsBudget``).

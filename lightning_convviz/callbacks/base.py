@@ -31,16 +31,16 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
-from lightning_convviz.callbacks.budget import Budget, Drawing, budget_for
+from lightning_convviz.callbacks.budget import Budget
 from lightning_convviz.callbacks.class_names import class_names_of
+from lightning_convviz.callbacks.context import TrainerContext, close_context, open_context
 from lightning_convviz.callbacks.drawing import DrawingSchedule
 from lightning_convviz.callbacks.failures import GUARDED_HOOKS, NotApplicable, guarded
 from lightning_convviz.callbacks.sharding import sharded_parameters
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
 from lightning_convviz.functional.guard import in_diagnostic
 from lightning_convviz.functional.sites import CallSites, SiteRule
-from lightning_convviz.writing import Writers, writers_for
-from lightning_convviz.writing.background import close_worker
+from lightning_convviz.writing import Writers
 
 __all__ = ["ConvVizCallback", "EpochDrawingCallback"]
 
@@ -158,25 +158,25 @@ class ConvVizCallback(DrawingSchedule, Callback):
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
         self._release_hooks()
-        close_worker(trainer)  # what was drawn reaches the loggers before they close
+        close_context(trainer)  # what was drawn reaches the loggers before they close
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._release_hooks()
-        close_worker(trainer)  # no thread survives fit
+        close_context(trainer)  # no thread survives fit
         if stage == "fit":
             self._report_budget()
 
     def __init__(self) -> None:
         self._enabled = False
         self._writers: Writers | None = None
+        #: What the callbacks of the Trainer share during a fit (opened in ``setup``).
+        self._context: TrainerContext | None = None
         self._budget: Budget | None = None
         #: Seconds of this callback's latest drawing (its next one is expected to cost as much).
         self.last_drawing_seconds = 0.0
         self._drawn_at: int | None = None  # the step of the latest drawing
         self._pending: Callable[[], None] | None = None  # a postponed drawing
-        #: Which drawing is being made (for one that charges itself).
-        self._drawing_made: Drawing = "between"
         #: Render and write drawings in the drawing worker (decided in ``setup``, rank zero).
         self._background = False
         #: The classes' names when the data says them (see :func:`class_names_of`).
@@ -201,8 +201,9 @@ class ConvVizCallback(DrawingSchedule, Callback):
                 "AttributePerformanceMonitor, which read the passes the strategy makes, work."
             )
             return
-        self._writers = self._open_writers(trainer)
-        self._budget = budget_for(trainer)
+        self._context = open_context(trainer)
+        self._writers = self._open_writers(trainer, self._context)
+        self._budget = self._context.budget
         self._budget.ensure_started()
         self._background = trainer.is_global_zero and self._budget.background(trainer)
         self._class_names = class_names_of(trainer)
@@ -281,11 +282,11 @@ class ConvVizCallback(DrawingSchedule, Callback):
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _open_writers(self, trainer: Trainer) -> Writers:
+    def _open_writers(self, trainer: Trainer, context: TrainerContext) -> Writers:
         """The Trainer's writers; on global rank zero the dashboard of every lightning_convviz
         callback of the Trainer is written with them, once."""
         ours = [c for c in trainer.callbacks if isinstance(c, ConvVizCallback)]  # type: ignore[attr-defined]
-        writers = writers_for(trainer, [type(callback).__name__ for callback in ours])
+        writers = context.writers(trainer, [type(callback).__name__ for callback in ours])
         if trainer.is_global_zero:
             charts = {"cost of each drawing (s)": ["cost/[A-Z]"]}
             for callback in ours:
@@ -326,7 +327,7 @@ class EpochDrawingCallback(ConvVizCallback):
         """The drawing at the start of training (always made)."""
         self._pending = None
         self._note_due(trainer)
-        self._make_drawing(trainer, pl_module, self._drawer(trainer, pl_module), True, "first")
+        self._make_drawing(trainer, pl_module, self._drawer(trainer, pl_module), "first")
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

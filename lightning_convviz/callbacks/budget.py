@@ -33,18 +33,16 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.utilities import rank_zero_info
-from typing_extensions import override
 
 from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.writing.background import DEFAULT_MAX_QUEUED, background_choice
 
-__all__ = ["Account", "Budget", "DiagnosticsBudget", "Drawing", "budget_for"]
+__all__ = ["Account", "Budget", "DiagnosticsBudget", "Drawing"]
 
 #: The share of the fit's time the drawings may take when no DiagnosticsBudget says otherwise.
 DEFAULT_SHARE = 0.10
@@ -296,24 +294,6 @@ class Budget:
         return lines
 
 
-_BUDGETS: weakref.WeakKeyDictionary[Trainer, Budget] = weakref.WeakKeyDictionary()
-
-
-def budget_for(trainer: Trainer) -> Budget:
-    """The budget shared by the lightning_convviz callbacks of ``trainer`` (made on first use,
-    with the share of the Trainer's :class:`DiagnosticsBudget` or :data:`DEFAULT_SHARE`)."""
-    budget = _BUDGETS.get(trainer)
-    if budget is None:
-        knob = next((c for c in trainer.callbacks if isinstance(c, DiagnosticsBudget)), None)  # type: ignore[attr-defined]
-        budget = (
-            Budget(DEFAULT_SHARE)
-            if knob is None
-            else Budget(knob.max_share, background=knob.background, max_queued=knob.max_queued)
-        )
-        _BUDGETS[trainer] = budget
-    return budget
-
-
 class DiagnosticsBudget(Callback):
     """The one knob of the diagnostics' cost: the most of the fit's time their drawings take.
 
@@ -368,10 +348,3 @@ class DiagnosticsBudget(Callback):
         self.max_share = None if max_share is None else float(max_share)
         self.background = background
         self.max_queued = max_queued
-
-    @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        budget = budget_for(trainer)
-        budget.max_share = self.max_share
-        budget.wanted_background = self.background
-        budget.max_queued = self.max_queued

@@ -19,8 +19,8 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_convviz.callbacks.budget import Budget, Drawing
+from lightning_convviz.callbacks.context import TrainerContext
 from lightning_convviz.callbacks.schedule import last_epoch
-from lightning_convviz.writing.background import DEFAULT_MAX_QUEUED, worker_for
 
 __all__ = ["DrawingSchedule"]
 
@@ -30,6 +30,7 @@ class DrawingSchedule:
     due drawing is made, how it is timed and charged, and where it is rendered."""
 
     _budget: Budget | None
+    _context: TrainerContext | None
     #: Render and write drawings in the drawing worker (decided in ``setup``, rank zero).
     _background: bool
     #: Seconds of this callback's latest drawing (its next one is expected to cost as much).
@@ -37,8 +38,6 @@ class DrawingSchedule:
     _drawn_at: int | None  # the step of the latest drawing
     #: A due drawing the budget postponed, made at the next occasion or at the end.
     _pending: Callable[[], None] | None
-    #: Which drawing is being made (for one that charges itself).
-    _drawing_made: Drawing
 
     def _log_scalars(self, trainer: Trainer, metrics: dict[str, float], step: int) -> None:
         raise NotImplementedError
@@ -48,14 +47,14 @@ class DrawingSchedule:
         in between when the budget allows it (else it is counted as postponed). The budget
         counts on global rank zero, which draws (no collective depends on this)."""
         budget = self._budget if trainer.is_global_zero else None
+        context = self._context
         full = (  # the drawings queued for the worker hold memory: a full queue waits
             drawing == "between"
-            and budget is not None
             and self._background
-            and worker_for(trainer, budget.max_queued).full
+            and context is not None
+            and context.worker.full
         )
-        if full:
-            assert budget is not None
+        if full and budget is not None:
             budget.postpone(type(self).__name__)
             return False
         return (
@@ -83,20 +82,18 @@ class DrawingSchedule:
         draw: Callable[[], None],
         *,
         due: bool = True,
-        timed: bool = True,
     ) -> None:
         """A drawing fell due (``due``) or a postponed one is asked again: made now when the
         budget allows (the first one and the last epoch's always), else kept as the pending one
         (a newer one replaces it), asked again at the next occasion and made at the end of
-        training at the latest. ``draw`` renders and writes (global rank zero);
-        ``timed=False`` for work that charges itself (a background job;
-        :attr:`_drawing_made` says which drawing it is)."""
+        training at the latest. ``draw`` renders and writes (global rank zero), or hands its
+        work to the drawing worker; what the training loop waits for in it is charged."""
         if due:
             self._note_due(trainer)
         drawing = self._due_drawing(trainer)
         if self._may_draw(trainer, drawing):
             self._pending = None
-            self._make_drawing(trainer, pl_module, draw, timed, drawing)
+            self._make_drawing(trainer, pl_module, draw, drawing)
         else:
             self._pending = draw
 
@@ -105,7 +102,6 @@ class DrawingSchedule:
         trainer: Trainer,
         pl_module: LightningModule,
         draw: Callable[[], None] | None = None,
-        timed: bool = True,
     ) -> None:
         """The end of training: the pending drawing, else ``draw`` (a new due one) when given;
         always made, as the last one."""
@@ -115,24 +111,19 @@ class DrawingSchedule:
             return
         if pending is None:
             self._note_due(trainer)
-        self._make_drawing(trainer, pl_module, chosen, timed, "last")
+        self._make_drawing(trainer, pl_module, chosen, "last")
 
     def _make_drawing(
         self,
         trainer: Trainer,
         pl_module: LightningModule,
         draw: Callable[[], None],
-        timed: bool,
         drawing: Drawing,
     ) -> None:
-        """Run ``draw`` on global rank zero, timed and charged unless it charges itself, and
-        note the step (on every rank)."""
-        self._drawing_made = drawing
+        """Run ``draw`` on global rank zero, timed and charged, and note the step (on every
+        rank)."""
         if trainer.is_global_zero:
-            if timed:
-                with self._drawing(trainer, pl_module, drawing):
-                    draw()
-            else:
+            with self._drawing(trainer, pl_module, drawing):
                 draw()
         self._drawn_at = trainer.global_step
 
@@ -220,9 +211,8 @@ class DrawingSchedule:
         def done(seconds: float) -> None:  # beside training: logged, not charged to the share
             self._log_scalars(trainer, {tag: seconds + beside}, step)
 
-        budget = self._budget
-        max_queued = budget.max_queued if budget is not None else DEFAULT_MAX_QUEUED
-        worker_for(trainer, max_queued).submit(name, step, work, ready, done)
+        assert self._context is not None  # drawings in the background were chosen in setup
+        self._context.worker.submit(name, step, work, ready, done)
 
 
 def _synchronize(pl_module: LightningModule) -> None:

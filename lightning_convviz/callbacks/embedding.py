@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +21,6 @@ from lightning_convviz import plots, render
 from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.base import ConvVizCallback
 from lightning_convviz.callbacks.batches import inputs_from_batch, labels_from_batch
-from lightning_convviz.callbacks.budget import Drawing
 from lightning_convviz.callbacks.samples import SampleCollector
 from lightning_convviz.callbacks.schedule import collecting_epoch
 from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
@@ -54,12 +53,9 @@ class _EmbeddingJob:
     pictures: torch.Tensor
     #: Threads of the t-SNE.
     threads: int
-    #: Which drawing of the fit (the first and last are charged apart from the share).
-    drawing: Drawing = "between"
-    #: Embedded in the background thread (beside training), not on the training thread.
+    #: Embedded in the drawing worker's second lane (beside training), not on the training
+    #: thread.
     background: bool = False
-    #: Seconds the training loop waited to gather the codes and hand them over.
-    waited: float = 0.0
 
 
 @dataclass
@@ -71,6 +67,34 @@ class _Result:
     metrics: dict[str, float]
     job: _EmbeddingJob
     points: np.ndarray
+
+
+def tsne_threads(
+    background: bool, on_accelerator: bool, busy_threads: int, n_jobs: int | None = None
+) -> int:
+    """How many threads the t-SNE gets.
+
+    In the background (training leaves cores free): beside an accelerator every core but the
+    one that feeds it, on a CPU the cores training's ``busy_threads`` leave (at least one).
+    At once, on the training thread: every core (threads beside PyTorch's on busy cores slow
+    both down: on the digits suite on 2 cores two embeddings in the background cost the fit
+    8.5 s, about their own 1.2 s at once). ``n_jobs`` caps the threads.
+
+    Example:
+        >>> tsne_threads(False, on_accelerator=False, busy_threads=2) == available_cores()
+        True
+        >>> tsne_threads(True, on_accelerator=True, busy_threads=1, n_jobs=1)
+        1
+    """
+    cores = available_cores()
+    if not background:
+        threads = cores
+    elif on_accelerator:
+        threads = cores - 1
+    else:
+        threads = cores - busy_threads
+    threads = max(threads, 1)
+    return min(threads, n_jobs or threads)
 
 
 class EmbeddingMonitor(ConvVizCallback):
@@ -88,7 +112,9 @@ class EmbeddingMonitor(ConvVizCallback):
     or mirror. When training leaves cores free (a model on a GPU, or more CPU cores than PyTorch's
     threads) a background thread does it on those cores and the training loop only pays for moving
     the codes to the host (a few milliseconds); on a CPU that training keeps busy it is done at
-    once on every core, because threads beside PyTorch's on busy cores slow both down.
+    once on every core, because threads beside PyTorch's on busy cores slow both down (the
+    same choice as every drawing's, :class:`~lightning_convviz.DiagnosticsBudget`'s
+    ``background`` included; the t-SNE runs in the drawing worker's second lane).
     Results are logged at the step they belong to, as soon as they are ready; at the end of training
     the callback waits up to ``wait_timeout`` seconds for the last one and says so if it gives up.
 
@@ -185,7 +211,6 @@ class EmbeddingMonitor(ConvVizCallback):
         self._hooks: contextlib.ExitStack | None = None
         self._latest: dict[Site, torch.Tensor] = {}
         self._samples = SampleCollector(max_samples, seed)
-        self._executor: ThreadPoolExecutor | None = None
         self._embeddings: list[Future[_Result]] = []
         self._chart: plots.Chart | None = None  # made by the worker thread, reused there
         self._previous: np.ndarray | None = None
@@ -282,48 +307,35 @@ class EmbeddingMonitor(ConvVizCallback):
         gathered = self._gather(trainer)
         if gathered is not None and trainer.is_global_zero:
             codes, labels, pictures = gathered
-            threads, background = self._threads(trainer, pl_module)
-            job = _EmbeddingJob(
-                trainer.global_step, trainer.current_epoch, codes, labels, pictures, threads
+            threads = tsne_threads(
+                self._background,
+                on_accelerator=pl_module.device.type != "cpu",
+                busy_threads=torch.get_num_threads() * max(trainer.num_devices, 1),
+                n_jobs=self.n_jobs,
             )
-            gathering = time.perf_counter() - start
+            job = _EmbeddingJob(
+                trainer.global_step,
+                trainer.current_epoch,
+                codes,
+                labels,
+                pictures,
+                threads,
+                self._background,
+            )
 
-            def hand_over() -> None:
-                handing = time.perf_counter()
-                made = dataclasses.replace(job, drawing=self._drawing_made, background=background)
-                if background:
-                    self._submit(trainer, made)
-                    # the loop waited for the gathering and the hand-over, not for the t-SNE
-                    made.waited = gathering + time.perf_counter() - handing
+            def hand_over() -> None:  # timed and charged as the drawing: what the loop waits
+                if job.background:
+                    self._submit(job)
                 else:
-                    self._embed_now(trainer, made)
+                    self._embed_now(trainer, job)
 
-            self._schedule(trainer, pl_module, hand_over, timed=False)
+            self._schedule(trainer, pl_module, hand_over)
         self.stall_seconds.append(time.perf_counter() - start)
 
-    def _threads(self, trainer: Trainer, pl_module: LightningModule) -> tuple[int, bool]:
-        """How many threads the t-SNE gets, and whether it runs in the background.
-
-        In the background when training leaves cores free: beside an accelerator (every core but
-        the one that feeds it) or when the CPU has more cores than the training processes'
-        PyTorch threads (those spare cores). Otherwise at once, with every core: threads beside
-        PyTorch's on busy cores slow both down (the digits suite on 2 cores, where the last
-        t-SNE ran beside the other callbacks' final drawings: two embeddings cost the fit
-        8.5 s in the background, about their own 1.2 s at once). ``n_jobs`` caps the
-        threads."""
-        cores = available_cores()
-        if pl_module.device.type != "cpu":
-            threads, background = max(cores - 1, 1), True
-        else:
-            spare = cores - torch.get_num_threads() * max(trainer.num_devices, 1)
-            threads, background = (spare, True) if spare >= 1 else (cores, False)
-        return min(threads, self.n_jobs or threads), background
-
-    def _submit(self, trainer: Trainer, job: _EmbeddingJob) -> None:
-        """Start embedding ``job`` in the background thread."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="convviz-embedding")
-        self._embeddings.append(self._executor.submit(self._embed, job))
+    def _submit(self, job: _EmbeddingJob) -> None:
+        """Start embedding ``job`` in the drawing worker's second lane."""
+        assert self._context is not None
+        self._embeddings.append(self._context.worker.compute(lambda: self._embed(job)))
         rank_zero_info(
             f"EmbeddingMonitor: embedding {len(job.codes)} codes of {job.codes.shape[1]} "
             f"dimensions (epoch {job.epoch}, step {job.step}) in the background, "
@@ -419,16 +431,10 @@ class EmbeddingMonitor(ConvVizCallback):
         rank_zero_info(
             f"EmbeddingMonitor: embedding of step {result.step} done in {result.seconds:.1f} s"
         )
-        start = time.perf_counter()
         writer = self._writer(trainer)
         beside = result.seconds if result.job.background else 0.0
         if writer is not None:
             self._later(trainer, None, lambda: self._write_pictures(writer, result), beside)
-        writing = time.perf_counter() - start
-        if result.job.background:  # the budget holds what the loop waited for, not the t-SNE
-            self.charge(trainer, result.job.waited + writing, result.job.drawing)
-        else:  # the t-SNE's time is the drawing's
-            self.charge(trainer, result.seconds + writing, result.job.drawing)
 
     def _write_pictures(self, writer: Any, result: _Result) -> None:
         writer.image(self._tag("scatter"), result.scatter, result.step)
@@ -457,7 +463,7 @@ class EmbeddingMonitor(ConvVizCallback):
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._draw_last(trainer, pl_module, timed=False)  # a postponed embedding, now
+        self._draw_last(trainer, pl_module)  # a postponed embedding, now
         if not self._embeddings:
             return
         self._log_ready(trainer, wait=self.wait_timeout)
@@ -491,10 +497,7 @@ class EmbeddingMonitor(ConvVizCallback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._samples = SampleCollector(self.max_samples, self.seed)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-        self._embeddings = []
+        self._embeddings = []  # those not finished were cancelled with the context
 
     # -- checkpointing -------------------------------------------------------------------------
 

@@ -18,8 +18,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from pytorch_lightning import Trainer
@@ -27,7 +28,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_convviz.functional.embedding import available_cores
 
-__all__ = ["DrawingWorker", "background_choice", "close_worker", "worker_for"]
+__all__ = ["DrawingWorker", "background_choice"]
+
+_T = TypeVar("_T")
 
 #: Drawings waiting for the worker before a new one makes the loop wait (or the budget postpone).
 DEFAULT_MAX_QUEUED = 4
@@ -68,6 +71,8 @@ class DrawingWorker:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="convviz-drawing", daemon=True)
         self._thread.start()
+        #: The second lane, for long computations (a t-SNE): started on first use.
+        self._computations: ThreadPoolExecutor | None = None
         _LIVE.add(self)
 
     @property
@@ -93,6 +98,14 @@ class DrawingWorker:
         self.report_failures()
         self._jobs.put(_DrawingJob(owner, step, work, ready, done))
 
+    def compute(self, work: Callable[[], _T]) -> Future[_T]:
+        """Run ``work`` in the worker's second lane, beside the drawings (which it does not
+        hold up), one computation at a time; its result or exception is the future's. The
+        caller collects it on the training thread (and hands its drawing to :meth:`submit`)."""
+        if self._computations is None:
+            self._computations = ThreadPoolExecutor(1, thread_name_prefix="convviz-embedding")
+        return self._computations.submit(work)
+
     def flush(self) -> None:
         """Wait until every submitted job has run, then report failures."""
         if self._thread.is_alive():
@@ -100,7 +113,12 @@ class DrawingWorker:
         self.report_failures()
 
     def close(self) -> None:
-        """Flush and stop the thread (a later :meth:`submit` needs a new worker)."""
+        """Flush and stop the drawing thread; cancel the computations not started (one
+        running ends on its own, its result unread). A later :meth:`submit` needs a new
+        worker."""
+        if self._computations is not None:
+            self._computations.shutdown(wait=False, cancel_futures=True)
+            self._computations = None
         if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join()
@@ -142,23 +160,6 @@ class DrawingWorker:
 
 
 _LIVE: weakref.WeakSet[DrawingWorker] = weakref.WeakSet()
-_WORKERS: weakref.WeakKeyDictionary[Trainer, DrawingWorker] = weakref.WeakKeyDictionary()
-
-
-def worker_for(trainer: Trainer, max_queued: int = DEFAULT_MAX_QUEUED) -> DrawingWorker:
-    """The drawing worker of ``trainer`` (started on first use and after
-    :func:`close_worker`)."""
-    worker = _WORKERS.get(trainer)
-    if worker is None or not worker.alive:
-        worker = _WORKERS[trainer] = DrawingWorker(max_queued)
-    return worker
-
-
-def close_worker(trainer: Trainer) -> None:
-    """Write every drawing still queued for ``trainer`` and stop its worker thread."""
-    worker = _WORKERS.pop(trainer, None)
-    if worker is not None:
-        worker.close()
 
 
 def background_choice(trainer: Trainer, wanted: bool | None = None) -> tuple[bool, str]:

@@ -17,7 +17,6 @@ Only global rank zero writes (the callbacks ask for the writers there only).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -110,15 +109,10 @@ class Writers:
             write(destination)
 
 
-_WRITERS: weakref.WeakKeyDictionary[Trainer, tuple[tuple[int, ...], Writers]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def writers_for(trainer: Trainer, callbacks: Sequence[str] = ()) -> Writers:
-    """The writers of ``trainer``'s loggers, shared by its callbacks (made again when the
-    loggers change). Fails clearly without a logger; warns once when no logger keeps pictures,
-    naming ``callbacks`` whose pictures are skipped.
+    """Writers for ``trainer``'s loggers (the callbacks' context makes them once per fit).
+    Fails clearly without a logger; warns when no logger keeps pictures, naming ``callbacks``
+    whose pictures are skipped.
 
     Raises:
         MisconfigurationException: The Trainer has no logger.
@@ -130,12 +124,7 @@ def writers_for(trainer: Trainer, callbacks: Sequence[str] = ()) -> Writers:
             "(logger=False). Use Trainer(logger=TensorBoardLogger('runs')), or a WandbLogger, "
             "MLFlowLogger or CSVLogger."
         )
-    key = tuple(id(logger) for logger in loggers)
-    known = _WRITERS.get(trainer)
-    if known is not None and known[0] == key:
-        return known[1]
     writers = Writers([destination_for(logger) for logger in loggers])
-    _WRITERS[trainer] = (key, writers)
     if not writers.takes_pictures:
         found = ", ".join(type(logger).__name__ for logger in loggers)
         names = ", ".join(callbacks) or "the lightning_convviz callbacks"
