@@ -86,11 +86,11 @@ def drawn_steps(tmp_path: Path, section: str = "slow") -> list[int]:
 
 
 def test_due_drawings_over_the_budget_wait_but_the_first_and_last_are_made_apart(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: FakeClock
+    tmp_path: Path, console: pytest.LogCaptureFixture, clock: FakeClock
 ) -> None:
     monitor = SlowMonitor()
     monitor.seconds = 1.0  # epochs of 0.5 s: a drawing in between never fits in 10 %
-    with caplog.at_level(logging.INFO):
+    with console.at_level(logging.INFO):
         trainer, _ = fit(
             tmp_path, [monitor, DiagnosticsBudget(max_share=0.1)], SlowSteps(), max_epochs=6
         )
@@ -111,7 +111,7 @@ def test_due_drawings_over_the_budget_wait_but_the_first_and_last_are_made_apart
     assert events.Scalars("cost/fixed_share")[-1].value == pytest.approx(0.4)
     # one console line says what was held back, and the share that would have paid for it:
     # five more drawings of 1 s over the 5 s fit and them
-    lines = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    lines = [r.getMessage() for r in console.records if "held back" in r.getMessage()]
     assert lines == [
         "SlowMonitor: made 2 of its 7 due drawings, 5 held back by the budget (max_share=0.1); "
         "about DiagnosticsBudget(max_share=0.5) would have made them all"
@@ -150,14 +150,14 @@ def test_collectors_draw_their_first_and_last_collection(tmp_path: Path) -> None
 
 
 def test_default_share_and_a_long_drawing_is_announced(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, console: pytest.LogCaptureFixture
 ) -> None:
     monitor = FilterMonitor(every_n_epochs=1)
     monitor.last_drawing_seconds = 2.5  # as if the previous drawing had taken 2.5 s
-    with caplog.at_level(logging.INFO):
+    with console.at_level(logging.INFO):
         trainer, _ = fit(tmp_path, [monitor, DiagnosticsBudget()])
     assert context_of(trainer).budget.max_share == 0.1
-    assert "FilterMonitor: drawing at step 0 (about 2 s; training goes on after it)" in caplog.text
+    assert "FilterMonitor: drawing at step 0 (about 2 s; training goes on after it)" in console.text
 
 
 def test_budget_arithmetic_and_bad_shares() -> None:
@@ -296,14 +296,14 @@ def test_a_budget_knob_after_the_callbacks_still_sets_the_share(tmp_path: Path) 
 
 
 def test_the_demo_keeps_a_time_lapse_within_the_default_share(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, console: pytest.LogCaptureFixture
 ) -> None:
     """`make demo`: 20 epochs of the digits, every callback at the demo's cadence, 10 %, on
     this machine's clock. How many frames in between fit depends on how fast drawings are
     against training here (the budget's decisions are tested on a fake clock above); what holds
     at any speed: every picture has a start and the end, and the share of the frames in between
     stays at 10 % but for what one drawing took beyond its expected seconds."""
-    with caplog.at_level(logging.INFO):
+    with console.at_level(logging.INFO):
         trainer = train(epochs=20, log_dir=tmp_path, name="demo")
     events = read_events(trainer.log_dir)
     frames = {tag: [e.step for e in events.Images(tag)] for tag in events.Tags()["images"]}
@@ -321,5 +321,5 @@ def test_the_demo_keeps_a_time_lapse_within_the_default_share(
     fit_seconds = fixed / events.Scalars("cost/fixed_share")[-1].value
     dearest = max(max(values) for values in costs.values())
     assert events.Scalars("cost/share")[-1].value <= 0.1 + dearest / fit_seconds
-    told = [r.getMessage() for r in caplog.records if "held back by the budget" in r.getMessage()]
+    told = [r.getMessage() for r in console.records if "held back by the budget" in r.getMessage()]
     assert all(re.search(r"would have made them all$", line) for line in told), told

@@ -194,14 +194,14 @@ def test_digits_codes_embed_into_a_faithful_map_beside_training(
 
 
 def test_the_embedding_is_made_at_once_when_training_keeps_every_core_busy(
-    tmp_path: Path, embedding_calls: list[tuple[str, int]], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, embedding_calls: list[tuple[str, int]], console: pytest.LogCaptureFixture
 ) -> None:
     monitor = EmbeddingMonitor(max_samples=32)
-    with torch_threads(available_cores()), caplog.at_level(logging.INFO):
+    with torch_threads(available_cores()), console.at_level(logging.INFO):
         fit(tmp_path, [monitor], max_epochs=2, limit_val_batches=4)
     # the paused progress bar has a reason on screen
     assert "EmbeddingMonitor: embedding 32 codes of 32 dimensions (epoch 0, step 2) now" in (
-        caplog.text
+        console.text
     )
     # on the training's thread, with every core
     assert embedding_calls == [(threading.current_thread().name, available_cores())] * 2
