@@ -29,11 +29,9 @@ class TrainerContext:
 
     Example:
         >>> from pytorch_lightning import Trainer
-        >>> from lightning_convviz import DiagnosticsBudget
-        >>> trainer = Trainer(callbacks=[DiagnosticsBudget(max_share=0.05)], logger=False)
-        >>> context = open_context(trainer)
-        >>> context.budget.max_share
-        0.05
+        >>> context = open_context(Trainer(logger=False))
+        >>> context.budget.max_share  # no DiagnosticsBudget among the callbacks: the default
+        0.1
         >>> context.close()
         >>> context.closed
         True
