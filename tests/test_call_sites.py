@@ -85,3 +85,23 @@ def test_a_call_that_is_not_made_is_a_clear_configuration_error(tmp_path: Path) 
     message = r"no such call: net.layer1.0.relu:4 \(net.layer1.0.relu is called 3 times"
     with pytest.raises(MisconfigurationException, match=message):
         trainer.fit(half_dead_first_call("resnet50"), data)
+
+
+def test_a_site_that_returns_a_tensor_replaces_that_call_only() -> None:
+    """Grad-CAM's way in: a callback's tensor replaces the call's output; other calls of the
+    same module, and callbacks that return something else, leave the forward pass alone."""
+    from torch import nn
+
+    from lightning_convviz.functional import CallSites
+
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(3, 3), relu, nn.Linear(3, 3), relu)
+    inputs = torch.randn(4, 3)
+    plain = model(inputs)
+    first_call_zeroed = nn.Sequential(*list(model)[2:])(torch.zeros(4, 3))
+    with CallSites(model, {"1:1": relu}).attached(lambda site, out: torch.zeros_like(out)):
+        replaced = model(inputs)
+    with CallSites(model, {"1": relu}).attached(lambda site, out: "not a tensor"):  # type: ignore[arg-type,return-value]
+        untouched = model(inputs)
+    assert torch.equal(replaced, first_call_zeroed) and not torch.equal(replaced, plain)
+    assert torch.equal(untouched, plain)

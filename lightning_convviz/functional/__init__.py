@@ -44,6 +44,7 @@ from lightning_convviz.functional.capture import (
     resolve_layers,
     resolve_single_layer,
     resolve_single_site,
+    single_site_watch,
 )
 from lightning_convviz.functional.defaults import (
     ACTIVATION_SITES,
@@ -191,6 +192,7 @@ __all__ = [
     "resolve_single_layer",
     "resolve_single_site",
     "saliency",
+    "single_site_watch",
     "site_name",
     "smoothgrad",
     "sparsity",

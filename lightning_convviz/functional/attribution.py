@@ -32,10 +32,11 @@ from lightning_convviz.functional.arguments import (
     check_int,
     target_indices,
 )
-from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
+from lightning_convviz.functional.capture import LayerSpec, single_site_watch
 from lightning_convviz.functional.defaults import last_feature_convolution
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
 from lightning_convviz.functional.relu_override import ReluRule, modified_relu_backward
+from lightning_convviz.functional.sites import Site
 
 __all__ = [
     "GradCam",
@@ -253,29 +254,22 @@ def grad_cam(
     check_images(inputs)
     if layer is None:
         layer = last_feature_convolution(model, inputs)
-    _, module, wanted_call = resolve_single_site(model, layer)
+    sites, name, wanted_call = single_site_watch(model, layer)
+    module = sites.model.get_submodule(name)
     captured: list[torch.Tensor] = []
-    calls = 0
 
-    def keep_output(_module: nn.Module, _inputs: object, output: object) -> object:
-        nonlocal calls
-        calls += 1
-        if not isinstance(output, torch.Tensor) or wanted_call not in (None, calls):
-            return None
+    def keep_output(_site: Site, output: torch.Tensor) -> torch.Tensor:
         if not output.requires_grad:  # a frozen layer on the raw input: differentiate from here
             output = output.detach().requires_grad_(True)
         captured.append(output)
         return output.clone()  # a later in-place op (ReLU) must not change what we read
 
     with preserved_state(model), grad_enabled():
-        images = inputs.detach().clone()
-        handle = module.register_forward_hook(keep_output)
-        try:
-            outputs = model(images)
-        finally:
-            handle.remove()
+        with sites.attached(keep_output):
+            outputs = model(inputs.detach().clone())
         if not captured:
-            made = f"called {calls} times" if calls else "not called"
+            calls = sites.calls.get(name, 0)
+            made = f"called {calls} times per forward pass" if calls else "not called"
             raise ValueError(
                 f"layer: {layer!r} ({type(module).__name__}) was {made} in the forward pass"
                 + (f", no call {wanted_call}" if wanted_call else " or did not return a tensor")

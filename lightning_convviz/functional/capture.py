@@ -30,6 +30,7 @@ __all__ = [
     "resolve_layers",
     "resolve_single_layer",
     "resolve_single_site",
+    "single_site_watch",
 ]
 
 #: One layer selector: a ``named_modules()`` name or glob (optionally with a call number,
@@ -167,6 +168,26 @@ def resolve_single_site(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Mod
     key, module = next(iter(selected.items()))
     name = next(n for n, m in model.named_modules() if m is module)
     return name, module, None if key == name else split_selector(key)[1]
+
+
+def single_site_watch(model: nn.Module, layer: LayerSpec) -> tuple[CallSites, str, int | None]:
+    """:class:`CallSites` watching the one module ``layer`` selects: its selected call, or every
+    call when ``layer`` names none; with the module's name and the selected call.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+        >>> sites, name, call = single_site_watch(model, model[1])
+        >>> with sites.attached():
+        ...     _ = model(torch.zeros(1, 1, 4, 4))
+        >>> name, call, sites.calls
+        ('1', None, {'1': 1})
+
+    Raises:
+        ValueError: As :func:`resolve_single_site`.
+    """
+    name, module, call = resolve_single_site(model, layer)
+    selector = name if call is None else f"{name}{SITE_SEPARATOR}{call}"
+    return CallSites(model, {selector: module}), name, call
 
 
 def _available(named: Sequence[tuple[str, nn.Module]], limit: int = 40) -> str:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_convviz.functional.arguments import Target, check_images, check_int, target_indices
-from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
+from lightning_convviz.functional.capture import LayerSpec, single_site_watch
 from lightning_convviz.functional.guard import grad_enabled, preserved_state
-from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site
+from lightning_convviz.functional.sites import CallSites, Site
 
 __all__ = ["CodeSpec", "Inversion", "class_model", "invert", "invert_codes", "total_variation"]
 
@@ -243,9 +243,7 @@ class _CodeReader:
     def __init__(self, model: nn.Module, layer: LayerSpec, read: str) -> None:
         if read not in ("output", "input"):
             raise ValueError(f"read: expected 'output' or 'input', got {read!r}")
-        name, module, call = resolve_single_site(model, layer)
-        selector = name if call is None else f"{name}{SITE_SEPARATOR}{call}"
-        self.sites = CallSites(model, {selector: module})
+        self.sites = single_site_watch(model, layer)[0]
         self.layer, self.read = layer, read
         self.found: torch.Tensor | None = None
 

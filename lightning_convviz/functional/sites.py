@@ -108,7 +108,9 @@ def split_selector(selector: str) -> tuple[str, int | None]:
     return match.group(1), int(match.group(2))
 
 
-SiteCallback = Callable[[Site, torch.Tensor], None]
+#: Called with each watched call's site and tensor; a tensor it returns (reading outputs) replaces
+#: the call's output in the forward pass, as a forward hook's return value does.
+SiteCallback = Callable[[Site, torch.Tensor], torch.Tensor | None]
 
 
 class CallSites:
@@ -228,7 +230,9 @@ class CallSites:
     ) -> Iterator[CallSites]:
         """Inside the block, call ``callback(site, tensor)`` for every watched call, with its
         output (or, with ``read="input"``, its first input) when that is a tensor (not detached).
-        No hook survives the block, also when it raises."""
+        Reading outputs, a tensor the callback returns replaces the call's output (Grad-CAM
+        differentiates from a leaf it puts there). No hook survives the block, also when it
+        raises."""
         with ExitStack() as hooks:
             watched, ancestors = self._hooked_modules()
             for name, module in watched.items():
@@ -284,16 +288,16 @@ class CallSites:
         callback: SiteCallback | None,
         read: Literal["output", "input"],
     ) -> Iterator[None]:
-        def hook(_module: nn.Module, inputs: Any, output: Any) -> None:
+        def hook(_module: nn.Module, inputs: Any, output: Any) -> Any:
             if self.collecting and in_diagnostic():
-                return
+                return None
             if not self._layouts_known:
                 shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
                 made = map_channel_dim(_module, shape)
                 if made is not None and shape is not None:
                     self._opener = (made, shape)
             if self.rule is None and name not in self._modules:
-                return  # a probe of the layout only
+                return None  # a probe of the layout only
             if self._depth == 0:  # called on its own, outside any ancestor: a pass of its own
                 self._current.pop(name, None)
             call = self._current[name] = self._current.get(name, 0) + 1
@@ -309,7 +313,7 @@ class CallSites:
                 # order), so that a callback can read the first pass right
                 self.channel_dims[site] = self.rule.choose(self._recorded, None).get(site, 1)
             elif not self.keeps(site):
-                return
+                return None
             else:
                 self._passed.append(site)
                 if not self._layouts_known:
@@ -317,8 +321,10 @@ class CallSites:
             if self._depth == 0:
                 self._finish_pass()
             value = output if read == "output" else (inputs[0] if inputs else None)
-            if callback is not None and isinstance(value, torch.Tensor):
-                callback(site, value)
+            if callback is None or not isinstance(value, torch.Tensor):
+                return None
+            replaced = callback(site, value)
+            return replaced if read == "output" and isinstance(replaced, torch.Tensor) else None
 
         with _removing(module.register_forward_hook(hook)):
             yield
