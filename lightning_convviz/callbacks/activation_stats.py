@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from contextlib import ExitStack
 from typing import Any, ClassVar
 
 import torch
@@ -122,7 +121,6 @@ class ActivationStatsMonitor(ConvVizCallback):
         self._window: deque[_Chunk] = deque(maxlen=1)
         self._current: _Chunk = {}
         self._batches_in_interval = 0
-        self._hooks = ExitStack()
 
     @property
     def state_key(self) -> str:
@@ -150,8 +148,8 @@ class ActivationStatsMonitor(ConvVizCallback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._enabled and self._sites is not None:
-            self._hooks.close()
-            self._hooks.enter_context(self._sites.attached(self._safe(self._accumulate)))
+            self._release_hooks()
+            self._hook(self._sites, self._accumulate)
 
     @override
     def on_train_batch_end(
@@ -162,7 +160,7 @@ class ActivationStatsMonitor(ConvVizCallback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self._hooks.close()
+        self._release_hooks()
         if self._enabled and self._sites is not None:
             self._sites_found(self._sites)
         self._batches_in_interval += 1  # on a rank that failed too: the vote stays in step
@@ -171,10 +169,7 @@ class ActivationStatsMonitor(ConvVizCallback):
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._hooks.close()
-
-    def _release_hooks(self) -> None:
-        self._hooks.close()
+        self._release_hooks()
 
     # -- judging and logging -------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
-from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_convviz import plots
@@ -23,6 +22,7 @@ from lightning_convviz.functional.attributes import (
     binned_performance,
     evaluate_attribute,
 )
+from lightning_convviz.functional.sites import CallSites, Site
 
 __all__ = ["AttributePerformanceMonitor"]
 
@@ -95,7 +95,6 @@ class AttributePerformanceMonitor(ConvVizCallback):
         self.attributes = chosen
         self.bins = bins
         self.every_n_epochs = every_n_epochs
-        self._handle: RemovableHandle | None = None
         self._outputs: torch.Tensor | None = None
         self._records: list[dict[str, torch.Tensor]] = []
         self._warned_no_labels = False
@@ -116,11 +115,13 @@ class AttributePerformanceMonitor(ConvVizCallback):
             return
         self._records = []
 
-        def keep(_module: Any, _inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor) and output.ndim == 2:
+        def keep(_site: Site, output: torch.Tensor) -> None:
+            if output.ndim == 2:
                 self._outputs = output.detach()
 
-        self._handle = pl_module.register_forward_hook(self._safe(keep))
+        self._release_hooks()
+        model_calls = CallSites(pl_module, {"": pl_module}, learn_layouts=False)
+        self._hook(model_calls, keep)
 
     @override
     def on_validation_batch_end(
@@ -133,7 +134,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
         dataloader_idx: int = 0,
     ) -> None:
         scores, self._outputs = self._outputs, None
-        if self._handle is None or dataloader_idx != 0:
+        if not self._hooked or dataloader_idx != 0:
             return
         images = inputs_from_batch(batch)
         labels = labels_from_batch(batch, len(images))
@@ -160,7 +161,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
         if (
             not collecting_epoch(trainer, self.every_n_epochs)
             or not self._ranks_agree(trainer)
-            or self._handle is None
+            or not self._hooked
         ):
             return
         self._release_hooks()
@@ -219,8 +220,7 @@ class AttributePerformanceMonitor(ConvVizCallback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._draw_last(trainer, pl_module)
 
+    @override
     def _release_hooks(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        super()._release_hooks()
         self._outputs = None

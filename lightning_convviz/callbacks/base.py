@@ -22,7 +22,7 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -38,8 +38,8 @@ from lightning_convviz.callbacks.drawing import DrawingSchedule
 from lightning_convviz.callbacks.failures import GUARDED_HOOKS, NotApplicable, guarded
 from lightning_convviz.callbacks.sharding import sharded_parameters
 from lightning_convviz.functional.capture import LayerSpec, conv_layers, resolve_layers
-from lightning_convviz.functional.guard import in_diagnostic
-from lightning_convviz.functional.sites import CallSites, SiteRule
+from lightning_convviz.functional.guard import eager_forward, in_diagnostic
+from lightning_convviz.functional.sites import CallSites, SiteCallback, SiteRule
 from lightning_convviz.writing import Writers
 
 __all__ = ["ConvVizCallback", "EpochDrawingCallback"]
@@ -150,8 +150,26 @@ class ConvVizCallback(DrawingSchedule, Callback):
 
     # -- hooks on the model ----------------------------------------------------------------------
 
+    def _hook(
+        self,
+        sites: CallSites,
+        callback: SiteCallback,
+        read: Literal["output", "input"] = "output",
+        eager: nn.Module | None = None,
+    ) -> None:
+        """Watch ``sites`` with ``callback`` (guarded by :meth:`_safe`) until
+        :meth:`_release_hooks`, the one place where this callback's hooks come off (also on an
+        exception, at teardown and when the callback switches off). With ``eager``, that
+        model's forward runs eagerly meanwhile, so that a compiled model's hooks run."""
+        if eager is not None:
+            self._hooks.enter_context(eager_forward(eager))
+        self._hooks.enter_context(sites.attached(self._safe(callback), read=read))
+        self._hooked = True
+
     def _release_hooks(self) -> None:
-        """Remove every hook this callback holds on the model (subclasses that place hooks)."""
+        """Remove every hook this callback holds on the model."""
+        self._hooked = False
+        self._hooks.close()
 
     @override
     def on_exception(
@@ -169,6 +187,8 @@ class ConvVizCallback(DrawingSchedule, Callback):
 
     def __init__(self) -> None:
         self._enabled = False
+        self._hooks = contextlib.ExitStack()  # every hook on the model, released as one
+        self._hooked = False
         self._writers: Writers | None = None
         #: What the callbacks of the Trainer share during a fit (opened in ``setup``).
         self._context: TrainerContext | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from concurrent.futures import Future
@@ -32,7 +31,6 @@ from lightning_convviz.functional.embedding import (
     knn_accuracy,
     trustworthiness,
 )
-from lightning_convviz.functional.guard import eager_forward
 from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site
 from lightning_convviz.writing import EmbeddingPoints
 
@@ -208,7 +206,6 @@ class EmbeddingMonitor(ConvVizCallback):
         self.projector = projector
         self.wait_timeout = float(wait_timeout)
         self._sites: CallSites | None = None
-        self._hooks: contextlib.ExitStack | None = None
         self._latest: dict[Site, torch.Tensor] = {}
         self._samples = SampleCollector(max_samples, seed)
         self._embeddings: list[Future[_Result]] = []
@@ -257,10 +254,9 @@ class EmbeddingMonitor(ConvVizCallback):
                 code = code.mean(dim=(2, 3))
             self._latest[site] = code.flatten(1)
 
-        self._hooks = contextlib.ExitStack()
-        self._hooks.enter_context(eager_forward(pl_module))  # compiled models: hooks must run
         read: Literal["output", "input"] = "input" if self.layer is None else "output"
-        self._hooks.enter_context(self._sites.attached(self._safe(keep), read=read))
+        self._release_hooks()
+        self._hook(self._sites, keep, read=read, eager=pl_module)  # compiled models: hooks run
 
     @override
     def on_validation_batch_end(
@@ -274,7 +270,7 @@ class EmbeddingMonitor(ConvVizCallback):
     ) -> None:
         latest, self._latest = self._latest, {}
         sites = self._sites
-        if self._hooks is None or sites is None or not latest or dataloader_idx != 0:
+        if not self._hooked or sites is None or not latest or dataloader_idx != 0:
             return
         self._announce_code(sites)
         codes = next((code for site, code in latest.items() if sites.keeps(site)), None)
@@ -299,7 +295,7 @@ class EmbeddingMonitor(ConvVizCallback):
         if (
             not collecting_epoch(trainer, self.every_n_epochs)
             or not self._ranks_agree(trainer)
-            or self._hooks is None
+            or not self._hooked
         ):
             return
         start = time.perf_counter()
@@ -487,10 +483,9 @@ class EmbeddingMonitor(ConvVizCallback):
             )
         self._sites_found(sites)
 
+    @override
     def _release_hooks(self) -> None:
-        if self._hooks is not None:
-            self._hooks.close()
-            self._hooks = None
+        super()._release_hooks()
         self._latest = {}
 
     @override

@@ -190,7 +190,6 @@ class LearningRateDoctor(ConvVizCallback):
         self._every = 1
         self._offset = 0  # the step the measured steps count from (an epoch's first)
         self._counts: dict[Site, tuple[torch.Tensor, int]] = {}
-        self._hooks: Any = None
         self._random_state: RandomState | None = None
         self._snapshot: StepSnapshot | None = None
         self._losses = LossTally()
@@ -281,8 +280,7 @@ class LearningRateDoctor(ConvVizCallback):
                 accumulate_positive_counts(self._counts, site, output, presence_only=True)
 
         self._release_hooks()
-        self._hooks = sites.attached(self._safe(count))
-        self._hooks.__enter__()
+        self._hook(sites, count)
 
     @override
     def on_before_optimizer_step(
@@ -566,11 +564,6 @@ class LearningRateDoctor(ConvVizCallback):
         )
 
     # -- cleanup and state ---------------------------------------------------------------------
-
-    def _release_hooks(self) -> None:
-        if self._hooks is not None:
-            self._hooks.__exit__(None, None, None)
-            self._hooks = None
 
     @override
     def state_dict(self) -> dict[str, Any]:

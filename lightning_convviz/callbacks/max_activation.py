@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -120,7 +119,6 @@ class MaxActivationMonitor(ConvVizCallback):
         self._states: dict[Site, TopK] = {}
         self._crops: dict[Site, torch.Tensor] = {}
         self._maxima: dict[Site, ChannelMaxima] = {}
-        self._hooks: Any = None
         self._seen = 0
 
     @property
@@ -186,9 +184,8 @@ class MaxActivationMonitor(ConvVizCallback):
                 channels = self._channel_indices(site, output.shape[1]).to(output.device)
                 self._maxima[site] = channel_maxima(output[:, channels])
 
-        self._hooks = contextlib.ExitStack()
-        self._hooks.enter_context(eager_forward(pl_module))  # compiled models: hooks must run
-        self._hooks.enter_context(self._sites.attached(self._safe(measure)))
+        self._release_hooks()
+        self._hook(sites, measure, eager=pl_module)  # compiled models: hooks must run
 
     @override
     def on_validation_batch_end(
@@ -201,7 +198,7 @@ class MaxActivationMonitor(ConvVizCallback):
         dataloader_idx: int = 0,
     ) -> None:
         sites = self._sites
-        if self._hooks is None or dataloader_idx != 0 or sites is None:
+        if not self._hooked or dataloader_idx != 0 or sites is None:
             self._maxima.clear()
             return
         self._sites_found(sites)
@@ -285,7 +282,7 @@ class MaxActivationMonitor(ConvVizCallback):
         if (
             not collecting_epoch(trainer, self.every_n_epochs)
             or not self._ranks_agree(trainer)
-            or self._hooks is None
+            or not self._hooked
         ):
             return
         self._release_hooks()
@@ -356,8 +353,7 @@ class MaxActivationMonitor(ConvVizCallback):
 
     # -- cleanup -------------------------------------------------------------------------------
 
+    @override
     def _release_hooks(self) -> None:
-        if self._hooks is not None:
-            self._hooks.__exit__(None, None, None)
-            self._hooks = None
+        super()._release_hooks()
         self._maxima.clear()

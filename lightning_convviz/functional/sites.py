@@ -128,6 +128,10 @@ class CallSites:
         collecting: Watch training or validation passes only: forward passes made by a
             diagnostic (inside :func:`~lightning_convviz.functional.preserved_state`) are not
             counted or reported.
+        learn_layouts: With explicit ``layers``: watch every convolution and linear layer in
+            the first pass too, to learn which selected maps are channels-last
+            (:meth:`channel_dim`); ``False`` for outputs that are not maps (a model's scores),
+            so that nothing else is hooked.
 
     Example:
         >>> block = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
@@ -147,6 +151,7 @@ class CallSites:
         layers: dict[str, nn.Module] | None,
         rule: SiteRule | None = None,
         collecting: bool = False,
+        learn_layouts: bool = True,
     ) -> None:
         if layers is None and rule is None:
             raise ValueError("CallSites: give layers or a rule to choose them")
@@ -180,7 +185,7 @@ class CallSites:
         self.announced = False
         # explicit layers: the first pass also watches convolutions and linear layers, to know
         # which selected maps are channels-last (the latest such layer before them made them)
-        self._layouts_known = layers is None
+        self._layouts_known = layers is None or not learn_layouts
         self._opener: tuple[int, tuple[int, ...]] | None = None  # channel dim, shape
         self._hooked: tuple[tuple[bool, bool], dict[str, nn.Module], list[nn.Module]] | None = None
         self._current: dict[str, int] = {}
