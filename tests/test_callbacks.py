@@ -349,3 +349,22 @@ def test_every_hook_a_callback_defines_is_a_lightning_hook_and_guarded() -> None
         if name not in UNGUARDED_HOOKS and not hasattr(vars(cls)[name], "__wrapped__")
     ]
     assert unguarded == []
+
+
+def test_every_module_hook_is_placed_through_call_sites() -> None:
+    """One way to hook: CallSites places every forward hook (and releases it with its block);
+    a hook registered anywhere else in the package fails here."""
+    import re
+
+    import lightning_convviz
+
+    package = Path(lightning_convviz.__file__).parent
+    registering = re.compile(
+        r"\.register_(forward|forward_pre|full_backward|full_backward_pre)_hook\("
+    )
+    placed = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if registering.search(path.read_text())
+    }
+    assert placed == {"functional/sites.py"}
