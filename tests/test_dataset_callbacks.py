@@ -18,7 +18,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from PIL import Image
 
 from lightning_convviz import DiagnosticsBudget, EmbeddingMonitor, MaxActivationMonitor
-from lightning_convviz.callbacks.embedding import tsne_threads
+from lightning_convviz.callbacks.embedding_maps import tsne_threads
 from lightning_convviz.demo import train
 from lightning_convviz.functional import Site, capture_activations
 from lightning_convviz.functional.embedding import available_cores, embed_codes
@@ -139,7 +139,7 @@ def report_stall(monitor: EmbeddingMonitor, label: str) -> float:
 @pytest.fixture
 def embedding_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """The thread and the openTSNE thread count of every embedding the monitor makes."""
-    import lightning_convviz.callbacks.embedding as embedding
+    import lightning_convviz.callbacks.embedding_maps as embedding
 
     calls = []
 
@@ -216,7 +216,7 @@ def test_the_embedding_is_made_at_once_when_training_keeps_every_core_busy(
 def test_a_failing_embedding_warns_and_training_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_convviz.callbacks.embedding as embedding
+    import lightning_convviz.callbacks.embedding_maps as embedding
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("t-SNE exploded")

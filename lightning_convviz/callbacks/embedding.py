@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -17,82 +15,29 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_convviz import plots, render
-from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
+from lightning_convviz.callbacks.arguments import (
+    check_layers_argument,
+    check_number,
+    check_positive_int,
+)
 from lightning_convviz.callbacks.base import ConvVizCallback
 from lightning_convviz.callbacks.batches import inputs_from_batch, labels_from_batch
+from lightning_convviz.callbacks.embedding_maps import (
+    EmbeddingJob,
+    EmbeddingMap,
+    MapSettings,
+    make_map,
+    picture_side,
+    tsne_threads,
+    write_map,
+)
 from lightning_convviz.callbacks.samples import SampleCollector
 from lightning_convviz.callbacks.schedule import collecting_epoch
-from lightning_convviz.functional.capture import LayerSpec, resolve_single_site
+from lightning_convviz.functional.capture import LayerSpec, single_site_watch
 from lightning_convviz.functional.defaults import CLASSIFIER
-from lightning_convviz.functional.embedding import (
-    available_cores,
-    embed_codes,
-    grid_cells,
-    knn_accuracy,
-    trustworthiness,
-)
-from lightning_convviz.functional.sites import SITE_SEPARATOR, CallSites, Site
-from lightning_convviz.writing import EmbeddingPoints
+from lightning_convviz.functional.sites import CallSites, Site
 
 __all__ = ["EmbeddingMonitor"]
-
-#: The TensorBoard projector rejects sprites larger than this (pixels per side).
-SPRITE_LIMIT = 8192
-#: The image grid is at most this many pixels wide.
-GRID_LIMIT = 2048
-
-
-@dataclass
-class _EmbeddingJob:
-    step: int
-    epoch: int
-    codes: np.ndarray
-    labels: np.ndarray | None
-    pictures: torch.Tensor
-    #: Threads of the t-SNE.
-    threads: int
-    #: Embedded in the drawing worker's second lane (beside training), not on the training
-    #: thread.
-    background: bool = False
-
-
-@dataclass
-class _Result:
-    step: int
-    seconds: float
-    scatter: np.ndarray
-    grid: np.ndarray
-    metrics: dict[str, float]
-    job: _EmbeddingJob
-    points: np.ndarray
-
-
-def tsne_threads(
-    background: bool, on_accelerator: bool, busy_threads: int, n_jobs: int | None = None
-) -> int:
-    """How many threads the t-SNE gets.
-
-    In the background (training leaves cores free): beside an accelerator every core but the
-    one that feeds it, on a CPU the cores training's ``busy_threads`` leave (at least one).
-    At once, on the training thread: every core (threads beside PyTorch's on busy cores slow
-    both down: on the digits suite on 2 cores two embeddings in the background cost the fit
-    8.5 s, about their own 1.2 s at once). ``n_jobs`` caps the threads.
-
-    Example:
-        >>> tsne_threads(False, on_accelerator=False, busy_threads=2) == available_cores()
-        True
-        >>> tsne_threads(True, on_accelerator=True, busy_threads=1, n_jobs=1)
-        1
-    """
-    cores = available_cores()
-    if not background:
-        threads = cores
-    elif on_accelerator:
-        threads = cores - 1
-    else:
-        threads = cores - busy_threads
-    threads = max(threads, 1)
-    return min(threads, n_jobs or threads)
 
 
 class EmbeddingMonitor(ConvVizCallback):
@@ -186,8 +131,7 @@ class EmbeddingMonitor(ConvVizCallback):
         if max_samples < 8:
             raise ValueError(f"max_samples: expected an integer >= 8, got {max_samples!r}")
         check_positive_int("every_n_epochs", every_n_epochs)
-        if isinstance(perplexity, bool) or not perplexity > 0:
-            raise ValueError(f"perplexity: expected a number > 0, got {perplexity!r}")
+        check_number("perplexity", perplexity, above=0.0)
         check_positive_int("n_jobs", n_jobs, allow_none=True)
         check_positive_int("grid_side", grid_side)
         check_positive_int("thumbnail_side", thumbnail_side)
@@ -208,7 +152,7 @@ class EmbeddingMonitor(ConvVizCallback):
         self._sites: CallSites | None = None
         self._latest: dict[Site, torch.Tensor] = {}
         self._samples = SampleCollector(max_samples, seed)
-        self._embeddings: list[Future[_Result]] = []
+        self._embeddings: list[Future[EmbeddingMap]] = []
         self._chart: plots.Chart | None = None  # made by the worker thread, reused there
         self._previous: np.ndarray | None = None
         #: Seconds the training loop waited in this callback per embedding (the submission, or
@@ -228,11 +172,9 @@ class EmbeddingMonitor(ConvVizCallback):
             self._sites = CallSites(pl_module, None, CLASSIFIER, collecting=True)
             return
         try:
-            name, module, call = resolve_single_site(pl_module, self.layer)
+            self._sites = single_site_watch(pl_module, self.layer, collecting=True)[0]
         except (ValueError, TypeError) as error:
             raise MisconfigurationException(f"EmbeddingMonitor: {error}") from None
-        key = name if call is None else f"{name}{SITE_SEPARATOR}{call}"
-        self._sites = CallSites(pl_module, {key: module}, None, collecting=True)
 
     # -- collecting ----------------------------------------------------------------------------
 
@@ -282,7 +224,8 @@ class EmbeddingMonitor(ConvVizCallback):
         rows = torch.tensor([row for row, _ in kept])
         images = inputs_from_batch(batch)[rows.to(codes.device)]
         labels = labels_from_batch(batch, len(codes))
-        pictures = (render.thumbnails(images, self._picture_side()) * 255).round().to(torch.uint8)
+        side = picture_side(self.max_samples, self.thumbnail_side)
+        pictures = (render.thumbnails(images, side) * 255).round().to(torch.uint8)
         self._samples.store(
             [slot for _, slot in kept],
             codes=codes[rows.to(codes.device)].float(),
@@ -309,15 +252,8 @@ class EmbeddingMonitor(ConvVizCallback):
                 busy_threads=torch.get_num_threads() * max(trainer.num_devices, 1),
                 n_jobs=self.n_jobs,
             )
-            job = _EmbeddingJob(
-                trainer.global_step,
-                trainer.current_epoch,
-                codes,
-                labels,
-                pictures,
-                threads,
-                self._background,
-            )
+            step, epoch = trainer.global_step, trainer.current_epoch
+            job = EmbeddingJob(step, epoch, codes, labels, pictures, threads, self._background)
 
             def hand_over() -> None:  # timed and charged as the drawing: what the loop waits
                 if job.background:
@@ -328,7 +264,7 @@ class EmbeddingMonitor(ConvVizCallback):
             self._schedule(trainer, pl_module, hand_over)
         self.stall_seconds.append(time.perf_counter() - start)
 
-    def _submit(self, job: _EmbeddingJob) -> None:
+    def _submit(self, job: EmbeddingJob) -> None:
         """Start embedding ``job`` in the drawing worker's second lane."""
         assert self._context is not None
         self._embeddings.append(self._context.worker.compute(lambda: self._embed(job)))
@@ -338,14 +274,14 @@ class EmbeddingMonitor(ConvVizCallback):
             f"{job.threads} thread(s)"
         )
 
-    def _embed_now(self, trainer: Trainer, job: _EmbeddingJob) -> None:
+    def _embed_now(self, trainer: Trainer, job: EmbeddingJob) -> None:
         """Embed ``job`` now, on the training's thread, and log it."""
         rank_zero_info(
             f"EmbeddingMonitor: embedding {len(job.codes)} codes of {job.codes.shape[1]} "
             f"dimensions (epoch {job.epoch}, step {job.step}) now, {job.threads} thread(s); "
             "training goes on after it (its cores are busy, a background t-SNE would slow it)"
         )
-        done: Future[_Result] = Future()
+        done: Future[EmbeddingMap] = Future()
         try:
             done.set_result(self._embed(job))
         except Exception as error:
@@ -371,40 +307,14 @@ class EmbeddingMonitor(ConvVizCallback):
         labels_np = None if labels is None else labels.cpu().numpy()
         return codes.cpu().numpy(), labels_np, pictures.cpu()
 
-    def _picture_side(self) -> int:
-        """Thumbnail side: as asked, but small enough for a projector sprite of max_samples."""
-        per_row = int(np.ceil(np.sqrt(self.max_samples)))
-        return max(1, min(self.thumbnail_side, SPRITE_LIMIT // per_row))
-
     # -- the background work -------------------------------------------------------------------
 
-    def _embed(self, job: _EmbeddingJob) -> _Result:
-        start = time.perf_counter()
-        previous = self._previous
-        if previous is not None and previous.shape[0] != len(job.codes):
-            previous = None
-        embedding = embed_codes(job.codes, previous, self.perplexity, self.seed, job.threads)
-        self._previous = embedding
-        neighbours = min(self.knn_neighbors, len(job.codes) // 2 - 1)
-        metrics = {
-            "trustworthiness": float(
-                trustworthiness(job.codes, embedding, n_neighbors=max(1, neighbours))
-            )
-        }
-        if job.labels is not None:
-            metrics["knn_accuracy"] = knn_accuracy(embedding, job.labels, self.knn_neighbors)
-        title = f"epoch {job.epoch}, step {job.step}: {len(job.codes)} samples"
-        self._chart = self._chart or plots.Chart()
-        scatter = plots.class_scatter(
-            embedding, job.labels, title, chart=self._chart, class_names=self._class_names
-        )
-        cell = max(8, min(job.pictures.shape[-1], GRID_LIMIT // self.grid_side))
-        pictures = torch.nn.functional.interpolate(job.pictures.float() / 255, size=(cell, cell))
-        grid = render.to_uint8_hwc(
-            render.cell_grid(pictures, grid_cells(embedding, self.grid_side))
-        )
-        seconds = time.perf_counter() - start
-        return _Result(job.step, seconds, scatter, grid, metrics, job, embedding)
+    def _embed(self, job: EmbeddingJob) -> EmbeddingMap:
+        self._chart = self._chart or plots.Chart()  # made and used by one thread at a time
+        settings = MapSettings(self.perplexity, self.seed, self.knn_neighbors, self.grid_side)
+        made = make_map(job, self._previous, settings, self._chart, self._class_names)
+        self._previous = made.points
+        return made
 
     def _log_ready(self, trainer: Trainer, wait: float | None = None) -> None:
         """Log every finished embedding (waiting up to ``wait`` seconds for the pending ones)."""
@@ -421,34 +331,19 @@ class EmbeddingMonitor(ConvVizCallback):
                 self._write(trainer, future.result())
         self._embeddings = still_pending
 
-    def _write(self, trainer: Trainer, result: _Result) -> None:
-        self.embedding_seconds.append(result.seconds)
-        self.embedded_samples.append(len(result.job.codes))
+    def _write(self, trainer: Trainer, made: EmbeddingMap) -> None:
+        self.embedding_seconds.append(made.seconds)
+        self.embedded_samples.append(len(made.job.codes))
         rank_zero_info(
-            f"EmbeddingMonitor: embedding of step {result.step} done in {result.seconds:.1f} s"
+            f"EmbeddingMonitor: embedding of step {made.step} done in {made.seconds:.1f} s"
         )
         writer = self._writer(trainer)
-        beside = result.seconds if result.job.background else 0.0
+        beside = made.seconds if made.job.background else 0.0
+        projector = self.section if self.projector else None
         if writer is not None:
-            self._later(trainer, None, lambda: self._write_pictures(writer, result), beside)
-
-    def _write_pictures(self, writer: Any, result: _Result) -> None:
-        writer.image(self._tag("scatter"), result.scatter, result.step)
-        writer.image(self._tag("grid"), result.grid, result.step)
-        writer.scalars(
-            {self._tag(name): value for name, value in result.metrics.items()}, result.step
-        )
-        job = result.job
-        points = EmbeddingPoints(job.codes, result.points, job.labels)
-        writer.points(self._tag("points"), points, result.step)
-        if self.projector:
-            per_row = int(np.ceil(np.sqrt(len(job.codes))))
-            side = max(1, min(job.pictures.shape[-1], SPRITE_LIMIT // per_row))
-            sprite = torch.nn.functional.interpolate(
-                job.pictures.float() / 255, size=(side, side), mode="area"
+            self._later(
+                trainer, None, lambda: write_map(writer, made, self._tag, projector), beside
             )
-            points = dataclasses.replace(points, thumbnails=sprite.numpy())
-            writer.projector(self.section, points, result.step)
 
     @override
     def on_train_batch_end(

@@ -170,9 +170,12 @@ def resolve_single_site(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Mod
     return name, module, None if key == name else split_selector(key)[1]
 
 
-def single_site_watch(model: nn.Module, layer: LayerSpec) -> tuple[CallSites, str, int | None]:
+def single_site_watch(
+    model: nn.Module, layer: LayerSpec, collecting: bool = False
+) -> tuple[CallSites, str, int | None]:
     """:class:`CallSites` watching the one module ``layer`` selects: its selected call, or every
-    call when ``layer`` names none; with the module's name and the selected call.
+    call when ``layer`` names none (``collecting``: as :class:`CallSites`); with the module's
+    name and the selected call.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
@@ -187,7 +190,7 @@ def single_site_watch(model: nn.Module, layer: LayerSpec) -> tuple[CallSites, st
     """
     name, module, call = resolve_single_site(model, layer)
     selector = name if call is None else f"{name}{SITE_SEPARATOR}{call}"
-    return CallSites(model, {selector: module}), name, call
+    return CallSites(model, {selector: module}, collecting=collecting), name, call
 
 
 def _available(named: Sequence[tuple[str, nn.Module]], limit: int = 40) -> str:
