@@ -188,9 +188,9 @@ def train(setting: Setting, epochs: int, log_dir: Path, seed: int = 0) -> dict[s
         "seconds": time.perf_counter() - start,
         "steps": [vars(s) for s in doctor.steps],
         "epochs": [vars(e) for e in doctor.epochs],
-        "first_nonfinite_loss_step": doctor._first_nonfinite_loss_step,
-        "peak_lr": doctor._peak_lr,
-        "scheduler": doctor._scheduler_name,
+        "first_nonfinite_loss_step": doctor.records.first_nonfinite_loss_step,
+        "peak_lr": doctor.records.peak_lr,
+        "scheduler": doctor.records.scheduler,
     }
 
 

@@ -104,11 +104,11 @@ def test_a_gradient_explosion_is_measured_against_earlier_epochs(tmp_path: Path)
 
 def test_memory_per_step_is_bounded(tmp_path: Path) -> None:
     doctor = LearningRateDoctor(every_n_steps=1)
-    doctor.steps = deque(doctor.steps, maxlen=10)  # as KEPT_STEPS, smaller
+    doctor.records.steps = deque(doctor.steps, maxlen=10)  # as KEPT_STEPS, smaller
     fit(tmp_path, [doctor], max_epochs=8, limit_train_batches=4)  # 32 measured steps
     assert len(doctor.steps) == 10 and doctor.steps[-1].step == 31
     assert len(doctor.epochs) == 8  # one entry per epoch
-    assert {len(ratios) for ratios in doctor._recent_ratios.values()} == {20}
+    assert {len(ratios) for ratios in doctor.records.recent_ratios.values()} == {20}
 
 
 def test_each_finding_is_warned_once(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ off, and which one to try."""
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from typing import Any, ClassVar
 
@@ -14,14 +13,24 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
-from lightning_convviz.callbacks.arguments import check_number, check_positive_int
+from lightning_convviz.callbacks.arguments import check_positive_int
 from lightning_convviz.callbacks.base import ConvVizCallback
+from lightning_convviz.callbacks.lr_measurement import (
+    dead_filters,
+    epoch_mean_loss,
+    measure_step,
+    measuring_interval,
+    optimizer_facts,
+    replayed_loss,
+    snapshot_step,
+    step_signals,
+)
 from lightning_convviz.callbacks.lr_records import (
     HEALTHY_UPDATE_RATIO,
-    KEPT_STEPS,
-    RECENT_RATIOS,
-    VERDICT_VALUE,
+    DoctorRecords,
     StepSnapshot,
+    checked_rules,
+    epoch_metrics,
     loss_of,
     summary_markdown,
 )
@@ -29,13 +38,7 @@ from lightning_convviz.functional.activity import accumulate_positive_counts
 from lightning_convviz.functional.capture import conv_layers
 from lightning_convviz.functional.defaults import ACTIVATION_SITES
 from lightning_convviz.functional.filters import filter_noise_score
-from lightning_convviz.functional.guard import (
-    RandomState,
-    preserved_state,
-    random_state,
-    replayed_random_state,
-    silent_replay,
-)
+from lightning_convviz.functional.guard import RandomState, random_state
 from lightning_convviz.functional.loss_tally import LossTally
 from lightning_convviz.functional.lr_judgement import (
     EpochSignals,
@@ -44,11 +47,8 @@ from lightning_convviz.functional.lr_judgement import (
     JudgementRules,
     StepSignals,
     Verdict,
-    cockpit_alpha,
-    judge_learning_rate,
 )
 from lightning_convviz.functional.sites import CallSites, Site
-from lightning_convviz.functional.step_update import update_statistics
 
 __all__ = ["Finding", "LearningRateDoctor", "Verdict"]
 
@@ -163,26 +163,13 @@ class LearningRateDoctor(ConvVizCallback):
         super().__init__()
         check_positive_int("every_n_steps", every_n_steps, allow_none=True)
         check_positive_int("measurements_per_epoch", measurements_per_epoch)
-        check_number("alpha_high", alpha_high, above=-1.0)
-        check_number("alpha_low", alpha_low)
-        check_number("dead_fraction_high", dead_fraction_high, above=0.0, at_most=1.0)
-        check_number("divergence_factor", divergence_factor, above=1.0)
-        check_number("explosion_factor", explosion_factor, above=1.0)
-        if not alpha_low < alpha_high:
-            raise ValueError(
-                f"alpha_low: expected less than alpha_high ({alpha_high}), got {alpha_low!r}"
-            )
+        self.rules = checked_rules(
+            alpha_high, alpha_low, dead_fraction_high, divergence_factor, explosion_factor
+        )
         if not isinstance(replay_loss, bool):
             raise ValueError(f"replay_loss: expected True or False, got {replay_loss!r}")
         self.every_n_steps = every_n_steps
         self.measurements_per_epoch = measurements_per_epoch
-        self.rules = JudgementRules(
-            alpha_high=float(alpha_high),
-            alpha_low=float(alpha_low),
-            dead_fraction_high=float(dead_fraction_high),
-            divergence_factor=float(divergence_factor),
-            explosion_factor=float(explosion_factor),
-        )
         self.replay_loss = replay_loss
         self._weights: dict[str, torch.Tensor] = {}
         self._sites: CallSites | None = None
@@ -195,19 +182,25 @@ class LearningRateDoctor(ConvVizCallback):
         self._losses = LossTally()
         self._replay_failed = False
         self._batch_step = 0
-        self._peak_lr: float | None = None
-        self._optimizer_name = ""
-        self._scheduler_name: str | None = None
-        #: The measured steps (the latest :data:`KEPT_STEPS`) and one entry per epoch.
-        self.steps: deque[StepSignals] = deque(maxlen=KEPT_STEPS)
-        self.epochs: list[EpochSignals] = []
-        self._first_nonfinite_loss_step: int | None = None
-        self._recent_ratios: dict[str, list[float]] = {}
-        self._warned: set[str] = set()
-        #: Every finding so far, in order, with its latest evidence (warned once each).
-        self.findings: list[Finding] = []
+        #: What the doctor has recorded of the run (kept in ``state_dict`` for resume).
+        self.records = DoctorRecords()
         #: The latest judgement (``None`` before the first epoch end).
         self.judgement: Judgement | None = None
+
+    @property
+    def steps(self) -> deque[StepSignals]:
+        """The measured steps (the latest :data:`~.lr_records.KEPT_STEPS`)."""
+        return self.records.steps
+
+    @property
+    def epochs(self) -> list[EpochSignals]:
+        """One entry per epoch."""
+        return self.records.epochs
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every finding so far, in order, with its latest evidence (warned once each)."""
+        return self.records.findings
 
     @property
     def verdict(self) -> Verdict:
@@ -240,18 +233,9 @@ class LearningRateDoctor(ConvVizCallback):
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._every, self._offset = self.every_n_steps or 1, 0
-        if self.every_n_steps is not None:
-            return
-        every = int(getattr(trainer, "log_every_n_steps", 50))
-        batches = trainer.num_training_batches
-        if isinstance(batches, int) or math.isfinite(batches):
-            steps = int(batches) // max(int(trainer.accumulate_grad_batches), 1)
-            if steps < every * self.measurements_per_epoch:
-                # short epochs: measurements_per_epoch evenly spaced steps of each epoch
-                every = max(1, math.ceil(steps / self.measurements_per_epoch))
-                self._offset = trainer.global_step
-        self._every = max(1, every)
+        self._every, self._offset = measuring_interval(
+            trainer, self.every_n_steps, self.measurements_per_epoch
+        )
 
     def _due(self, step: int) -> bool:
         """Whether optimizer step ``step`` is measured (the same on every rank)."""
@@ -288,29 +272,10 @@ class LearningRateDoctor(ConvVizCallback):
     ) -> None:
         if not self._measuring(trainer):
             return
-        params: list[torch.Tensor] = [
-            p for p in pl_module.parameters() if p.requires_grad and p.grad is not None
-        ]
-        if not params:
-            return
-        groups = getattr(optimizer, "param_groups", [])
-        largest: dict[str, Any] = max(
-            groups, key=lambda g: sum(p.numel() for p in g["params"]), default={}
-        )
-        lr = float(largest.get("lr", math.nan))
-        peak = max(float(largest.get(key) or 0.0) for key in ("max_lr", "initial_lr", "lr"))
-        self._peak_lr = max(self._peak_lr or 0.0, peak) or None
-        self._optimizer_name = type(optimizer).__name__
-        configs = getattr(trainer, "lr_scheduler_configs", [])
-        self._scheduler_name = type(configs[0].scheduler).__name__ if configs else None
-        index = {id(p): i for i, p in enumerate(params)}
-        self._snapshot = StepSnapshot(
-            params=params,
-            before=[p.detach().clone() for p in params],
-            grads=[p.grad.detach().clone() for p in params],  # type: ignore[union-attr]
-            lr=lr,
-            weights={n: index[id(w)] for n, w in self._weights.items() if id(w) in index},
-        )
+        facts, records = optimizer_facts(trainer, optimizer), self.records
+        records.peak_lr = max(records.peak_lr or 0.0, facts.peak_lr) or None
+        records.optimizer, records.scheduler = facts.optimizer, facts.scheduler
+        self._snapshot = snapshot_step(pl_module, facts.lr, self._weights)
 
     @override
     def on_train_batch_end(
@@ -319,99 +284,38 @@ class LearningRateDoctor(ConvVizCallback):
         self._release_hooks()
         if self._enabled and self._sites is not None:
             self._sites_found(self._sites, without="the dead-filter signal is not measured")
-        if self._enabled:
-            self._track_loss(trainer, outputs)
+        loss = loss_of(outputs)
+        if self._enabled and loss is not None:
+            self._losses.add(loss, self._batch_step)
         snapshot, self._snapshot = self._snapshot, None
         # decided by the schedule alone, so that every rank votes at the same steps
         stepped = trainer.global_step > self._batch_step and self._due(self._batch_step)
         if not stepped or not self._ranks_agree(trainer) or snapshot is None:
             return
-        values = self._measure(trainer, pl_module, snapshot, outputs, batch, batch_idx)
-        self._record(trainer, snapshot, values)
-
-    def _measure(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        snapshot: StepSnapshot,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> list[float]:
-        """Every number of the step on the device, averaged over ranks, in one host copy:
-        loss before, loss after, slope, gradient norm, clipped norm, update norm, then one
-        update ratio per weight."""
-        slope, grad_norm, moved, ratios = update_statistics(
-            snapshot.grads,
-            snapshot.before,
-            [p.detach() for p in snapshot.params],
-            list(snapshot.weights.values()),
-        )
-        now = [p.grad for p in snapshot.params]
-        clipped = getattr(trainer, "gradient_clip_val", None) and all(g is not None for g in now)
-        clipped_norm = (
-            torch.stack([g.detach().float().norm() for g in now if g is not None]).norm()
-            if clipped
-            else grad_norm
-        )
-        nan = torch.full((), math.nan, device=slope.device)
-        loss_before = loss_of(outputs)
-        scale = float(max(int(getattr(trainer, "accumulate_grad_batches", 1)), 1))
-        loss_before = nan if loss_before is None else loss_before.detach().float() * scale
         loss_after = self._replayed_loss(trainer, pl_module, batch, batch_idx)
-        loss_after = nan if loss_after is None else loss_after
-        stacked = torch.stack(
-            [
-                value.to(slope.device, torch.float64)
-                for value in (loss_before, loss_after, slope, grad_norm, clipped_norm, moved)
-            ]
-            + [ratio.to(slope.device, torch.float64) for ratio in ratios]
-        )
-        if trainer.world_size > 1:
-            stacked = trainer.strategy.reduce(stacked, reduce_op="mean")
-        values: list[float] = stacked.tolist()  # the one host copy of this measured step
-        return values
-
-    def _record(self, trainer: Trainer, snapshot: StepSnapshot, values: list[float]) -> None:
-        loss_before, loss_after, slope, grad_norm, clipped_norm, moved = values[:6]
-        ratios = dict(zip(snapshot.weights, values[6:], strict=True))
-        skipped = moved == 0.0
+        values = measure_step(trainer, snapshot, outputs, loss_after)
         clip = getattr(trainer, "gradient_clip_val", None)
-        clipped = bool(clip) and clipped_norm < grad_norm * (1 - 1e-6)
-        alpha = None if skipped else cockpit_alpha(loss_before, loss_after, slope)
-        finite_ratios = [r for r in ratios.values() if math.isfinite(r)]
-        step = StepSignals(
-            step=self._batch_step,
-            lr=snapshot.lr,
-            alpha=alpha,
-            update_ratio=statistics.median(finite_ratios) if finite_ratios else math.nan,
-            grad_norm=grad_norm,
-            skipped=skipped,
-            clipped=clipped,
-            loss=loss_before,
-            loss_after=loss_after,
-            slope=slope,
-        )
-        self.steps.append(step)
-        for name, ratio in ratios.items():
-            recent = self._recent_ratios.setdefault(name, [])
-            recent.append(ratio)
-            del recent[:-RECENT_RATIOS]
+        step, ratios = step_signals(self._batch_step, snapshot, values, clip)
+        self._record(trainer, step, ratios)
+
+    def _record(self, trainer: Trainer, step: StepSignals, ratios: dict[str, float]) -> None:
+        self.records.steps.append(step)
+        self.records.add_ratios(ratios)
         metrics = {self._tag("update_ratio", name): ratio for name, ratio in ratios.items()}
         metrics[self._tag("update_ratio_reference")] = HEALTHY_UPDATE_RATIO
-        metrics[self._tag("grad_norm")] = grad_norm
-        metrics[self._tag("lr")] = snapshot.lr
-        if alpha is not None:
-            metrics[self._tag("alpha")] = alpha
+        metrics[self._tag("grad_norm")] = step.grad_norm
+        metrics[self._tag("lr")] = step.lr
+        if step.alpha is not None:
+            metrics[self._tag("alpha")] = step.alpha
         self._log_scalars(trainer, metrics, self._batch_step)
-        if not (skipped or math.isfinite(grad_norm)):
+        if not (step.skipped or math.isfinite(step.grad_norm)):
             self._judge()  # a permanent finding: say it now, not at the epoch end
 
     def _replayed_loss(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> torch.Tensor | None:
-        """The same batch's loss after the step: ``training_step`` once more, changing
-        nothing (see the class docstring)."""
+        """The same batch's loss after the step (see the class docstring); ``None`` when it is
+        not measured, and after a replay failed (said once)."""
         if (
             not self.replay_loss
             or self._replay_failed
@@ -419,16 +323,8 @@ class LearningRateDoctor(ConvVizCallback):
             or self._random_state is None
         ):
             return None
-        precision = trainer.strategy.precision_plugin
         try:
-            with (
-                preserved_state(pl_module, eval_mode=False, buffers=True),
-                replayed_random_state(self._random_state),
-                silent_replay(pl_module),
-                precision.train_step_context(),
-                torch.no_grad(),
-            ):
-                output = pl_module.training_step(batch, batch_idx)
+            return replayed_loss(trainer, pl_module, batch, batch_idx, self._random_state)
         except Exception as error:
             self._replay_failed = True
             rank_zero_warn(
@@ -436,13 +332,6 @@ class LearningRateDoctor(ConvVizCallback):
                 f"step failed ({type(error).__name__}: {error}); the other signals are."
             )
             return None
-        loss = loss_of(output)
-        return None if loss is None else loss.detach().float()
-
-    def _track_loss(self, trainer: Trainer, outputs: Any) -> None:
-        loss = loss_of(outputs)
-        if loss is not None:
-            self._losses.add(loss, self._batch_step)
 
     # -- per epoch -----------------------------------------------------------------------------
 
@@ -451,53 +340,24 @@ class LearningRateDoctor(ConvVizCallback):
         if not self._ranks_agree(trainer):
             return
         step = trainer.global_step
-        metrics: dict[str, float] = {}
-        dead: dict[str, tuple[int, int]] = {}
-        sites = self._sites
-        measured = [] if sites is None else [s for s in sites.order if s in self._counts]
-        if measured:  # call order: the same on every rank; one collective, one host copy
-            assert sites is not None
-            counts = [self._counts[site][0].flatten().long() for site in measured]
-            totals = trainer.strategy.reduce(torch.cat(counts), reduce_op="sum")
-            parts = totals.split([len(c) for c in counts])
-            zeros: list[int] = torch.stack([(part == 0).sum() for part in parts]).tolist()
-            for site, part, dead_channels in zip(measured, parts, zeros, strict=True):
-                name = sites.name(site)
-                dead[name] = (dead_channels, int(part.numel()))
-                metrics[self._tag("dead_fraction", name)] = dead_channels / max(part.numel(), 1)
+        dead = dead_filters(trainer, self._sites, self._counts)
         self._counts = {}
-        if self._first_conv is not None:
-            name, module = self._first_conv
-            score = float(filter_noise_score(module.weight))  # type: ignore[arg-type]
-            if math.isfinite(score):
-                metrics[self._tag("noise_score", name)] = score
-        mean_loss = self._epoch_loss(trainer)
-        if math.isfinite(mean_loss):
-            metrics[self._tag("epoch_loss")] = mean_loss
-        self.epochs.append(EpochSignals(trainer.current_epoch, step, mean_loss, dead))
+        noise = None
+        if self._first_conv is not None:  # read now: a parametrization makes a new weight
+            name, conv = self._first_conv
+            noise = (name, float(filter_noise_score(conv.weight)))  # type: ignore[arg-type]
+        mean_loss, first_bad = epoch_mean_loss(trainer, self._losses)
+        self._losses = LossTally()
+        if self.records.first_nonfinite_loss_step is None:
+            self.records.first_nonfinite_loss_step = first_bad
+        self.records.epochs.append(EpochSignals(trainer.current_epoch, step, mean_loss, dead))
         judgement = self._judge()
-        metrics[self._tag("verdict")] = VERDICT_VALUE[judgement.verdict]
-        if judgement.alpha is not None:
-            metrics[self._tag("alpha_smoothed")] = judgement.alpha
-        if judgement.suggested_lr is not None:
-            metrics[self._tag("suggested_lr")] = judgement.suggested_lr
+        scalars = epoch_metrics(dead, noise, mean_loss, judgement)
+        metrics = {self._tag(name): value for name, value in scalars.items()}
         self._log_scalars(trainer, metrics, step)
         writer = self._writer(trainer)
         if writer is not None:
             writer.text(self._tag("summary"), self.summary(), step)
-
-    def _epoch_loss(self, trainer: Trainer) -> float:
-        """The epoch's mean finite loss over every rank, and the first step whose loss was not
-        finite (one collective; under DDP the mean of the steps of the ranks that saw one)."""
-        total, count, bad_step = self._losses.totals(trainer.strategy.root_device)
-        self._losses = LossTally()
-        sums = torch.stack([total, count, (bad_step >= 0).double(), bad_step.clamp_min(0)])
-        if trainer.world_size > 1:
-            sums = trainer.strategy.reduce(sums, reduce_op="sum")
-        loss_sum, finite, ranks_bad, bad_steps = sums.tolist()
-        if ranks_bad and self._first_nonfinite_loss_step is None:
-            self._first_nonfinite_loss_step = round(bad_steps / ranks_bad)
-        return loss_sum / finite if finite else math.nan
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -505,48 +365,21 @@ class LearningRateDoctor(ConvVizCallback):
         writer = self._writer(trainer)
         if not self._enabled or writer is None or not self.steps:
             return
-        lr = self._peak_lr if self._peak_lr is not None else self.steps[-1].lr
-        suggested = self.suggested_lr
-        params: dict[str, float | str] = {
-            self._tag("lr"): lr,
-            self._tag("optimizer"): self._optimizer_name,
-            self._tag("scheduler"): self._scheduler_name or "none",
-            self._tag("verdict"): self.verdict,
-            self._tag("suggested_lr"): suggested if suggested is not None else math.nan,
-        }
+        hyperparameters = self.records.hyperparameters(self.verdict, self.suggested_lr)
+        params = {self._tag(name): value for name, value in hyperparameters.items()}
         tags = [self._tag("verdict"), self._tag("suggested_lr"), self._tag("alpha_smoothed")]
         tags += [str(key) for key in trainer.callback_metrics]  # the run's own, e.g. accuracy
         writer.hyperparameters(params, list(dict.fromkeys(tags)))
 
-    def _judgement(self) -> Judgement:
-        """The judgement of the signals recorded so far (pure: warns nothing)."""
-        return judge_learning_rate(
-            list(self.steps),
-            self.epochs,
-            first_nonfinite_loss_step=self._first_nonfinite_loss_step,
-            peak_lr=self._peak_lr,
-            scheduler=self._scheduler_name,
-            rules=self.rules,
-        )
-
     def _judge(self) -> Judgement:
         """Judge again, keep the findings' latest evidence and warn of each new one."""
-        judgement = self.judgement = self._judgement()
-        for finding in judgement.findings:
-            known = next((i for i, f in enumerate(self.findings) if f.key == finding.key), None)
-            if known is None:
-                self.findings.append(finding)
-            else:
-                self.findings[known] = finding  # keep the evidence current
-            if finding.key not in self._warned:
-                self._warned.add(finding.key)
-                advice = (
-                    f"; try about {judgement.suggested_lr:.1g}" if judgement.suggested_lr else ""
-                )
-                rank_zero_warn(
-                    f"LearningRateDoctor: learning rate probably {finding.points_to}: "
-                    f"{finding.evidence}{advice}"
-                )
+        judgement = self.judgement = self.records.judge(self.rules)
+        advice = f"; try about {judgement.suggested_lr:.1g}" if judgement.suggested_lr else ""
+        for finding in self.records.new_findings(judgement):
+            rank_zero_warn(
+                f"LearningRateDoctor: learning rate probably {finding.points_to}: "
+                f"{finding.evidence}{advice}"
+            )
         return judgement
 
     def active_findings(self) -> list[Finding]:
@@ -558,8 +391,8 @@ class LearningRateDoctor(ConvVizCallback):
         return summary_markdown(
             self.verdict,
             self.judgement,
-            self.findings,
-            self._recent_ratios,
+            self.records.findings,
+            self.records.recent_ratios,
             self.epochs[-1].dead if self.epochs else {},
         )
 
@@ -567,30 +400,9 @@ class LearningRateDoctor(ConvVizCallback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "steps": [vars(step) for step in self.steps],
-            "epochs": [vars(epoch) for epoch in self.epochs],
-            "first_nonfinite_loss_step": self._first_nonfinite_loss_step,
-            "peak_lr": self._peak_lr,
-            "scheduler": self._scheduler_name,
-            "recent_ratios": self._recent_ratios,
-            "findings": [vars(finding) for finding in self.findings],
-            "warned": sorted(self._warned),
-        }
+        return self.records.state_dict()
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.steps = deque(
-            (StepSignals(**step) for step in state_dict.get("steps", [])), maxlen=KEPT_STEPS
-        )
-        self.epochs = [
-            EpochSignals(**{**epoch, "dead": {k: tuple(v) for k, v in epoch["dead"].items()}})
-            for epoch in state_dict.get("epochs", [])
-        ]
-        self._first_nonfinite_loss_step = state_dict.get("first_nonfinite_loss_step")
-        self._peak_lr = state_dict.get("peak_lr")
-        self._recent_ratios = dict(state_dict.get("recent_ratios", {}))
-        self.findings = [Finding(**item) for item in state_dict.get("findings", [])]
-        self._warned = set(state_dict.get("warned", []))
-        self._scheduler_name = state_dict.get("scheduler")
-        self.judgement = self._judgement() if self.epochs else None
+        self.records = DoctorRecords.from_state_dict(state_dict)
+        self.judgement = self.records.judge(self.rules) if self.epochs else None
