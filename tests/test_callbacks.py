@@ -289,7 +289,7 @@ def test_a_failing_diagnostic_warns_once_releases_its_hooks_and_training_goes_on
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("counting exploded")
 
-    monkeypatch.setattr(stats, "accumulate_positive_counts", broken)
+    monkeypatch.setattr(stats, "add_positive_counts", broken)
     model = TinyCNN()
     with pytest.warns(RuntimeWarning) as caught:
         trainer, _ = _fit(tmp_path, [ActivationStatsMonitor(every_n_steps=1)], model, max_epochs=2)
@@ -368,3 +368,44 @@ def test_every_module_hook_is_placed_through_call_sites() -> None:
         if registering.search(path.read_text())
     }
     assert placed == {"functional/sites.py"}
+
+
+def test_the_doctor_and_the_stats_monitor_read_one_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both on with their default layers: each activation call is counted once for both (one
+    set of hooks), and both read the channels forced dead as dead."""
+    import lightning_convviz.callbacks.activity_counter as counting
+    from lightning_convviz import LearningRateDoctor
+
+    counted: list[tuple[int, ...]] = []
+    count = counting.channel_positive_counts
+
+    def counting_once(activation: torch.Tensor) -> torch.Tensor:
+        counted.append(tuple(activation.shape))
+        return count(activation)
+
+    monkeypatch.setattr(counting, "channel_positive_counts", counting_once)
+    model = TinyCNN(dead_layer=True)
+    calls_per_batch: list[int] = []
+    original_forward = model.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        before = len(counted)
+        out = original_forward(x)
+        calls_per_batch.append(len(counted) - before)
+        return out
+
+    model.forward = forward  # type: ignore[method-assign]
+    stats = ActivationStatsMonitor(every_n_steps=1)
+    doctor = LearningRateDoctor(every_n_steps=1, replay_loss=False)
+    _fit(tmp_path, [stats, doctor], model, limit_train_batches=3, limit_val_batches=0)
+    watched = len(doctor.epochs[-1].dead)  # the sites chosen at the first batch
+    # the first batch counts every candidate call while the sites are chosen, then only those
+    assert watched >= 3 and calls_per_batch[1:] == [watched] * 2  # not twice: one for both
+    assert doctor.epochs[-1].dead["dead_relu"] == (4, 4)
+    assert [
+        e.value
+        for e in read_events(tmp_path / LOG).Scalars("activation_stats/dead_fraction/dead_relu")
+    ] == [1.0, 1.0, 1.0]
+    assert hook_count(model) == 0

@@ -3,10 +3,16 @@
 Where each concern lives:
 
 * ``base.py``: :class:`ConvVizCallback` (setup, the failure guard's wiring, rank agreement
-  under DDP, call sites, writing) and :class:`EpochDrawingCallback` (draw at the start, every
-  ``every_n_epochs`` epochs and at the end).
+  under DDP, call sites, writing, and the one way to hook: ``_hook`` and ``_read_activity``
+  put every hook into one stack that ``_release_hooks`` takes off) and
+  :class:`EpochDrawingCallback` (draw at the start, every ``every_n_epochs`` epochs and at the
+  end). Every module hook of the package is placed by
+  :class:`~lightning_convviz.functional.CallSites`.
 * ``context.py``: :class:`TrainerContext`, what the callbacks of one fit share (the budget,
-  the loggers' writers, the drawing worker); the only thing kept per Trainer.
+  the loggers' writers, the drawing worker, the activity count); the only thing kept per
+  Trainer.
+* ``activity_counter.py``: one count of the default activation sites per batch, read by the
+  stats monitor and the learning-rate doctor alike.
 * ``drawing.py``: the one schedule of every drawing (due, made or pending, timed, charged) and
   where it is rendered (the drawing worker or the training thread).
 * ``budget.py``: the share of the fit the drawings may take (``DiagnosticsBudget``).
@@ -18,7 +24,9 @@ Where each concern lives:
   names.
 * ``probe.py`` (the probe images and :class:`ProbeCallback`), ``explainer.py`` (the heat-map
   callbacks' base), ``samples.py`` (samples collected over validation).
-* One module per callback; ``lr_records.py`` holds the doctor's records and summary.
+* One module per callback; beside the doctor, ``lr_measurement.py`` (what it measures of a
+  step and an epoch, reduced over ranks) and ``lr_records.py`` (its records, summary and
+  hyperparameters); beside the embedding, ``embedding_maps.py`` (a t-SNE map made and written).
 """
 
 from lightning_convviz.callbacks.activation_maps import ActivationMapMonitor

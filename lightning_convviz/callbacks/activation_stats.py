@@ -10,15 +10,16 @@ from pytorch_lightning import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_convviz import render
+from lightning_convviz.callbacks.activity_counter import ActivityCounter
 from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.base import ConvVizCallback
 from lightning_convviz.functional.activity import (
-    accumulate_positive_counts,
+    add_positive_counts,
     dead_channels,
     dead_fraction,
     sparsity,
 )
-from lightning_convviz.functional.capture import LayerSpec
+from lightning_convviz.functional.capture import LayerSpec, conv_layers
 from lightning_convviz.functional.defaults import ACTIVATION_SITES
 from lightning_convviz.functional.sites import CallSites, Site, split_selector
 
@@ -117,6 +118,7 @@ class ActivationStatsMonitor(ConvVizCallback):
         self.detail_every_n_logs = detail_every_n_logs
         self._logs_written = 0
         self._sites: CallSites | None = None
+        self._counter: ActivityCounter | None = None
         self._interval = 1
         self._window: deque[_Chunk] = deque(maxlen=1)
         self._current: _Chunk = {}
@@ -127,7 +129,15 @@ class ActivationStatsMonitor(ConvVizCallback):
         return self._generate_state_key(layers=repr(self.layers), every_n_steps=self.every_n_steps)
 
     def _setup_model(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._sites = self._call_sites(pl_module, self.layers, ACTIVATION_SITES)
+        if self.layers is None:  # the doctor's sites too: one count for both
+            assert self._context is not None
+            self._resolve(pl_module, None, conv_layers(pl_module))  # "no convolution" error
+            self._counter = self._context.activity(pl_module)
+        else:
+            self._counter = ActivityCounter(
+                self._call_sites(pl_module, self.layers, ACTIVATION_SITES)
+            )
+        self._sites = self._counter.sites
         self._interval = self.every_n_steps or max(
             1, int(getattr(trainer, "log_every_n_steps", 50))
         )
@@ -137,19 +147,16 @@ class ActivationStatsMonitor(ConvVizCallback):
     # -- counting ------------------------------------------------------------------------------
 
     def _accumulate(self, site: Site, output: torch.Tensor) -> None:
-        if output.ndim < 2:
-            return
-        assert self._sites is not None
-        output = output.detach().movedim(self._sites.channel_dim(site), 1)
-        accumulate_positive_counts(self._current, site, output)
+        assert self._counter is not None
+        add_positive_counts(self._current, site, *self._counter.counts(site, output))
 
     @override
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._enabled and self._sites is not None:
+        if self._enabled and self._counter is not None:
             self._release_hooks()
-            self._hook(self._sites, self._accumulate)
+            self._read_activity(self._counter, self._accumulate)
 
     @override
     def on_train_batch_end(

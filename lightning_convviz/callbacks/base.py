@@ -31,6 +31,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
+from lightning_convviz.callbacks.activity_counter import ActivityCounter, CountReader
 from lightning_convviz.callbacks.budget import Budget
 from lightning_convviz.callbacks.class_names import class_names_of
 from lightning_convviz.callbacks.context import TrainerContext, close_context, open_context
@@ -166,6 +167,12 @@ class ConvVizCallback(DrawingSchedule, Callback):
         self._hooks.enter_context(sites.attached(self._safe(callback), read=read))
         self._hooked = True
 
+    def _read_activity(self, counter: ActivityCounter, reader: CountReader) -> None:
+        """Read ``counter``'s watched calls with ``reader`` (guarded by :meth:`_safe`) until
+        :meth:`_release_hooks`; its hooks are shared with the other readers."""
+        self._hooks.enter_context(counter.reading(self, self._safe(reader)))
+        self._hooked = True
+
     def _release_hooks(self) -> None:
         """Remove every hook this callback holds on the model."""
         self._hooked = False
@@ -189,6 +196,7 @@ class ConvVizCallback(DrawingSchedule, Callback):
         self._enabled = False
         self._hooks = contextlib.ExitStack()  # every hook on the model, released as one
         self._hooked = False
+        self._announced: CallSites | None = None  # the sites whose choice this one has said
         self._writers: Writers | None = None
         #: What the callbacks of the Trainer share during a fit (opened in ``setup``).
         self._context: TrainerContext | None = None
@@ -285,9 +293,9 @@ class ConvVizCallback(DrawingSchedule, Callback):
             raise MisconfigurationException(
                 f"{name}: layers: no such call: {'; '.join(missing)}. Number the calls from 1."
             )
-        if sites.rule is None or sites.chosen is None or sites.announced:
+        if sites.rule is None or sites.chosen is None or self._announced is sites:
             return
-        sites.announced = True
+        self._announced = sites  # once per callback (sites may be shared)
         if not sites.chosen:
             calls = f"the forward pass calls no layer for {sites.rule.description}"
             if without is None:

@@ -4,7 +4,9 @@ A :class:`TrainerContext` is opened by the first callback's ``setup`` of a fit a
 teardown or on an exception (whichever callback gets there first; closing twice does nothing).
 It owns what used to be looked up by Trainer in three places: the drawings' budget, the
 writers of the Trainer's loggers and the drawing worker (with its second lane, for long
-computations such as the t-SNE). Nothing else in the package is keyed by Trainer.
+computations such as the t-SNE); and the hooks the callbacks share: the count of the default
+activation sites that the dead-filter readers read. Nothing else in the package is keyed by
+Trainer.
 
 After the fit, :func:`context_of` still answers with the closed context (its budget's accounts
 say what was drawn); the next fit's first ``setup`` opens a new one.
@@ -16,8 +18,12 @@ import weakref
 from collections.abc import Sequence
 
 from pytorch_lightning import Trainer
+from torch import nn
 
+from lightning_convviz.callbacks.activity_counter import ActivityCounter
 from lightning_convviz.callbacks.budget import DEFAULT_SHARE, Budget, DiagnosticsBudget
+from lightning_convviz.functional.defaults import ACTIVATION_SITES
+from lightning_convviz.functional.sites import CallSites
 from lightning_convviz.writing import Writers, writers_for
 from lightning_convviz.writing.background import DrawingWorker
 
@@ -25,7 +31,7 @@ __all__ = ["TrainerContext", "close_context", "context_of", "open_context"]
 
 
 class TrainerContext:
-    """The budget, the writers and the drawing worker of one Trainer's fit.
+    """The budget, the writers, the drawing worker and the shared hooks of one Trainer's fit.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -53,6 +59,7 @@ class TrainerContext:
         self.closed = False
         self._writers: tuple[tuple[int, ...], Writers] | None = None
         self._worker: DrawingWorker | None = None
+        self._activity: ActivityCounter | None = None
 
     def writers(self, trainer: Trainer, callbacks: Sequence[str] = ()) -> Writers:
         """The writers of the Trainer's loggers (made again when the loggers change); see
@@ -61,6 +68,15 @@ class TrainerContext:
         if self._writers is None or self._writers[0] != key:
             self._writers = (key, writers_for(trainer, callbacks))
         return self._writers[1]
+
+    def activity(self, model: nn.Module) -> ActivityCounter:
+        """The count of ``model``'s default activation sites (every conv block's activation,
+        chosen at the first training batch), shared by every callback that reads dead filters
+        from them."""
+        if self._activity is None or self._activity.sites.model is not model:
+            sites = CallSites(model, None, ACTIVATION_SITES, collecting=True)
+            self._activity = ActivityCounter(sites)
+        return self._activity
 
     @property
     def worker(self) -> DrawingWorker:
@@ -72,8 +88,10 @@ class TrainerContext:
 
     def close(self) -> None:
         """Write every queued drawing, cancel the long computations not started and stop the
-        worker's threads (no thread survives the fit)."""
+        worker's threads (no thread survives the fit); take the shared hooks off."""
         self.closed = True
+        if self._activity is not None:
+            self._activity.close()
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.close()

@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
+from lightning_convviz.callbacks.activity_counter import ActivityCounter
 from lightning_convviz.callbacks.arguments import check_positive_int
 from lightning_convviz.callbacks.base import ConvVizCallback
 from lightning_convviz.callbacks.lr_measurement import (
@@ -34,9 +35,8 @@ from lightning_convviz.callbacks.lr_records import (
     loss_of,
     summary_markdown,
 )
-from lightning_convviz.functional.activity import accumulate_positive_counts
+from lightning_convviz.functional.activity import add_positive_counts
 from lightning_convviz.functional.capture import conv_layers
-from lightning_convviz.functional.defaults import ACTIVATION_SITES
 from lightning_convviz.functional.filters import filter_noise_score
 from lightning_convviz.functional.guard import RandomState, random_state
 from lightning_convviz.functional.loss_tally import LossTally
@@ -75,8 +75,8 @@ class LearningRateDoctor(ConvVizCallback):
       from ``max_lr`` / ``initial_lr``), whether **clipping** shortened it, and whether the
       optimizer **skipped** it (the fp16 GradScaler does so on purpose when gradients overflow);
     * the **update-to-weight ratio** of each conv and linear weight (CS231n: around 1e-3),
-      the **gradient norm**, and the **dead filters** of each conv block's activation (counted
-      as :class:`~lightning_convviz.ActivationStatsMonitor` counts them);
+      the **gradient norm**, and the **dead filters** of each conv block's activation (from
+      the count :class:`~lightning_convviz.ActivationStatsMonitor` reads, one for both);
     * the **loss**: the first NaN or infinity, and each epoch's mean.
 
     The judgement (:func:`~lightning_convviz.functional.judge_learning_rate`, a pure function
@@ -173,6 +173,7 @@ class LearningRateDoctor(ConvVizCallback):
         self.replay_loss = replay_loss
         self._weights: dict[str, torch.Tensor] = {}
         self._sites: CallSites | None = None
+        self._counter: ActivityCounter | None = None
         self._first_conv: tuple[str, nn.Module] | None = None
         self._every = 1
         self._offset = 0  # the step the measured steps count from (an epoch's first)
@@ -222,7 +223,9 @@ class LearningRateDoctor(ConvVizCallback):
             for name, module in pl_module.named_modules()
             if isinstance(module, (nn.Conv2d, nn.Linear)) and module.weight.requires_grad
         }
-        self._sites = CallSites(pl_module, None, ACTIVATION_SITES, collecting=True)
+        assert self._context is not None
+        self._counter = self._context.activity(pl_module)  # the stats monitor's too
+        self._sites = self._counter.sites
         if self.replay_loss and not pl_module.automatic_optimization:
             rank_zero_info(
                 "LearningRateDoctor: alpha is not measured under manual optimization (the loss "
@@ -254,17 +257,16 @@ class LearningRateDoctor(ConvVizCallback):
         if not self._measuring(trainer):
             return
         self._random_state = random_state()  # the replay after the step starts from here
-        if self._sites is None:
+        counter = self._counter
+        if counter is None:
             return
-        sites = self._sites
 
-        def count(site: Site, output: torch.Tensor) -> None:
-            if output.ndim >= 2:
-                output = output.detach().movedim(sites.channel_dim(site), 1)
-                accumulate_positive_counts(self._counts, site, output, presence_only=True)
+        def count(site: Site, output: torch.Tensor) -> None:  # batches with a positive value
+            counts, _ = counter.counts(site, output)
+            add_positive_counts(self._counts, site, (counts > 0).long(), 1)
 
         self._release_hooks()
-        self._hook(sites, count)
+        self._read_activity(counter, count)
 
     @override
     def on_before_optimizer_step(

@@ -6,6 +6,7 @@ Nothing here needs Lightning or a logger, so every diagnostic can be called from
 
 from lightning_convviz.functional.activity import (
     accumulate_positive_counts,
+    add_positive_counts,
     channel_positive_counts,
     channel_positive_presence,
     dead_channels,
@@ -146,6 +147,7 @@ __all__ = [
     "Survey",
     "TopK",
     "accumulate_positive_counts",
+    "add_positive_counts",
     "binned_performance",
     "brightness",
     "capture_activations",

@@ -13,6 +13,7 @@ import torch
 
 __all__ = [
     "accumulate_positive_counts",
+    "add_positive_counts",
     "channel_positive_counts",
     "channel_positive_presence",
     "dead_channels",
@@ -117,6 +118,27 @@ def accumulate_positive_counts(
     else:
         counts = channel_positive_counts(activation)
         elements = activation.numel() // max(activation.shape[1], 1)
+    add_positive_counts(totals, key, counts, elements)
+
+
+def add_positive_counts(
+    totals: MutableMapping[Key, tuple[torch.Tensor, int]],
+    key: Key,
+    counts: torch.Tensor,
+    elements: int,
+) -> None:
+    """Add counts already made (:func:`channel_positive_counts` or
+    :func:`channel_positive_presence` of one batch, with its elements per channel) to
+    ``totals[key]``, as :func:`accumulate_positive_counts` does; a key whose channel count
+    changed starts again.
+
+    Example:
+        >>> totals = {}
+        >>> add_positive_counts(totals, "relu", torch.tensor([3, 0]), 4)
+        >>> add_positive_counts(totals, "relu", torch.tensor([1, 0]), 4)
+        >>> totals["relu"]
+        (tensor([4, 0]), 8)
+    """
     previous = totals.get(key)
     if previous is None or previous[0].shape != counts.shape:
         totals[key] = (counts, elements)
