@@ -27,12 +27,12 @@ from lightning_convviz.callbacks.lr_measurement import (
     step_signals,
 )
 from lightning_convviz.callbacks.lr_records import (
-    HEALTHY_UPDATE_RATIO,
     DoctorRecords,
     StepSnapshot,
     checked_rules,
     epoch_metrics,
     loss_of,
+    step_metrics,
     summary_markdown,
 )
 from lightning_convviz.functional.activity import add_positive_counts
@@ -274,9 +274,8 @@ class LearningRateDoctor(ConvVizCallback):
     ) -> None:
         if not self._measuring(trainer):
             return
-        facts, records = optimizer_facts(trainer, optimizer), self.records
-        records.peak_lr = max(records.peak_lr or 0.0, facts.peak_lr) or None
-        records.optimizer, records.scheduler = facts.optimizer, facts.scheduler
+        facts = optimizer_facts(trainer, optimizer)
+        self.records.note_optimizer(facts.peak_lr, facts.optimizer, facts.scheduler)
         self._snapshot = snapshot_step(pl_module, facts.lr, self._weights)
 
     @override
@@ -303,13 +302,8 @@ class LearningRateDoctor(ConvVizCallback):
     def _record(self, trainer: Trainer, step: StepSignals, ratios: dict[str, float]) -> None:
         self.records.steps.append(step)
         self.records.add_ratios(ratios)
-        metrics = {self._tag("update_ratio", name): ratio for name, ratio in ratios.items()}
-        metrics[self._tag("update_ratio_reference")] = HEALTHY_UPDATE_RATIO
-        metrics[self._tag("grad_norm")] = step.grad_norm
-        metrics[self._tag("lr")] = step.lr
-        if step.alpha is not None:
-            metrics[self._tag("alpha")] = step.alpha
-        self._log_scalars(trainer, metrics, self._batch_step)
+        scalars = step_metrics(step, ratios)
+        self._log_scalars(trainer, {self._tag(k): v for k, v in scalars.items()}, step.step)
         if not (step.skipped or math.isfinite(step.grad_norm)):
             self._judge()  # a permanent finding: say it now, not at the epoch end
 

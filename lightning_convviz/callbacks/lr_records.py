@@ -33,6 +33,7 @@ __all__ = [
     "checked_rules",
     "epoch_metrics",
     "loss_of",
+    "step_metrics",
     "summary_markdown",
 ]
 
@@ -83,6 +84,18 @@ def checked_rules(
         divergence_factor=float(divergence_factor),
         explosion_factor=float(explosion_factor),
     )
+
+
+def step_metrics(step: StepSignals, ratios: Mapping[str, float]) -> dict[str, float]:
+    """A measured step's scalars by name without the section: each weight's update ratio with
+    the healthy reference beside them, the gradient norm, the learning rate and alpha."""
+    metrics = {f"update_ratio/{name}": ratio for name, ratio in ratios.items()}
+    metrics["update_ratio_reference"] = HEALTHY_UPDATE_RATIO
+    metrics["grad_norm"] = step.grad_norm
+    metrics["lr"] = step.lr
+    if step.alpha is not None:
+        metrics["alpha"] = step.alpha
+    return metrics
 
 
 def epoch_metrics(
@@ -176,6 +189,11 @@ class DoctorRecords:
             scheduler=self.scheduler,
             rules=rules,
         )
+
+    def note_optimizer(self, peak_lr: float, optimizer: str, scheduler: str | None) -> None:
+        """Keep what a measured step read of the optimizer (the highest peak so far)."""
+        self.peak_lr = max(self.peak_lr or 0.0, peak_lr) or None
+        self.optimizer, self.scheduler = optimizer, scheduler
 
     def add_ratios(self, ratios: Mapping[str, float]) -> None:
         """Keep a measured step's update ratios (the latest :data:`RECENT_RATIOS` per layer)."""
