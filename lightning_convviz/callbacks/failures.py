@@ -5,20 +5,32 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import Callback, Trainer
 
-if TYPE_CHECKING:
-    from lightning_convviz.callbacks.base import ConvVizCallback
-
-__all__ = ["GUARDED_HOOKS", "UNGUARDED_HOOKS", "NotApplicable", "guarded"]
+__all__ = ["GUARDED_HOOKS", "UNGUARDED_HOOKS", "Guarded", "NotApplicable", "guarded"]
 
 
 class NotApplicable(Exception):  # noqa: N818 (a verdict on the model, not an error)
     """Raised by a callback's hook for a model it has nothing to show of (a vision transformer
     has no conv block activations): the callback says so once and switches off."""
+
+
+class Guarded(Protocol):
+    """What the guard reads and calls on a callback (:class:`ConvVizCallback` has it all)."""
+
+    _enabled: bool
+    _agreeing: bool
+    _collective_hooks: tuple[str, ...]
+    _forward_failure: BaseException | None
+
+    def _not_applicable(self, pl_module: Any, reason: NotApplicable) -> None: ...
+
+    def _switch_off(
+        self, trainer: Trainer, pl_module: Any, hook: str, error: BaseException
+    ) -> None: ...
 
 
 #: Hooks that run whatever happened before (clean-up, checkpoints): never guarded.
@@ -43,7 +55,7 @@ def guarded(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
     forward hook) becomes one warning, and the callback releases its hooks and stays off."""
 
     @functools.wraps(hook)
-    def run(self: ConvVizCallback, trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
+    def run(self: Guarded, trainer: Trainer, *args: Any, **kwargs: Any) -> Any:
         # a rank that failed still runs the collective hooks until the ranks have agreed
         still_voting = self._agreeing and name in self._collective_hooks
         if not self._enabled and name != "on_train_end" and not still_voting:
