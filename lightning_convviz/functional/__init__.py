@@ -56,6 +56,14 @@ from lightning_convviz.functional.defaults import (
     feature_convolutions,
     survey,
 )
+from lightning_convviz.functional.faults import (
+    EXPLAINS_LEARNING_RATE_SIGNALS,
+    FAULT_KINDS,
+    Fault,
+    FaultKind,
+    FaultRules,
+    learning_rate_fault,
+)
 from lightning_convviz.functional.filters import (
     filter_chromatic_share,
     filter_noise_score,
@@ -69,6 +77,13 @@ from lightning_convviz.functional.inversion import (
     invert,
     invert_codes,
     total_variation,
+)
+from lightning_convviz.functional.layer_faults import (
+    check_dead_units,
+    check_exploding_gradients,
+    check_frozen_parameters,
+    check_saturation,
+    check_vanishing_gradients,
 )
 from lightning_convviz.functional.loss_tally import LossTally
 from lightning_convviz.functional.lr_judgement import (
@@ -94,6 +109,15 @@ from lightning_convviz.functional.receptive_field import (
     receptive_fields,
 )
 from lightning_convviz.functional.relu_override import modified_relu_backward
+from lightning_convviz.functional.run_faults import (
+    EpochRecord,
+    check_class_imbalance,
+    check_initial_loss,
+    check_inputs,
+    check_not_learning,
+    check_overfitting,
+    label_entropy,
+)
 from lightning_convviz.functional.sampling import (
     Reservoir,
     dataset_labels,
@@ -123,12 +147,18 @@ __all__ = [
     "ACTIVATION_TYPES",
     "BUILTIN_ATTRIBUTES",
     "CLASSIFIER",
+    "EXPLAINS_LEARNING_RATE_SIGNALS",
+    "FAULT_KINDS",
     "FEATURE_CONVOLUTIONS",
     "SITE_SEPARATOR",
     "BinnedPerformance",
     "CallSites",
     "ChannelMaxima",
+    "EpochRecord",
     "EpochSignals",
+    "Fault",
+    "FaultKind",
+    "FaultRules",
     "Finding",
     "FoolingResult",
     "GradCam",
@@ -154,6 +184,16 @@ __all__ = [
     "channel_maxima",
     "channel_positive_counts",
     "channel_positive_presence",
+    "check_class_imbalance",
+    "check_dead_units",
+    "check_exploding_gradients",
+    "check_frozen_parameters",
+    "check_initial_loss",
+    "check_inputs",
+    "check_not_learning",
+    "check_overfitting",
+    "check_saturation",
+    "check_vanishing_gradients",
     "class_model",
     "classifier_call",
     "cockpit_alpha",
@@ -181,6 +221,8 @@ __all__ = [
     "is_conv",
     "is_indexable",
     "judge_learning_rate",
+    "label_entropy",
+    "learning_rate_fault",
     "min_fooling_epsilon",
     "modified_relu_backward",
     "occluded_score_map",
