@@ -90,9 +90,9 @@ def test_input_channels_and_their_stds_must_pair_up() -> None:
     ],
 )
 def test_the_first_loss_is_compared_with_chance(loss: float, classes: int, faulty: bool) -> None:
-    faults = check_initial_loss(loss, classes, logit_std=40.0)
+    faults = check_initial_loss(loss, classes, score_rms=40.0)
     assert [f.kind for f in faults] == (["init_loss_off"] if faulty else [])
-    assert all("std is 40" in f.evidence for f in faults)
+    assert all("root mean square is 40" in f.evidence for f in faults)
 
 
 def test_label_entropy_is_the_loss_of_predicting_the_frequencies() -> None:

@@ -105,7 +105,7 @@ def check_initial_loss(
     classes: int,
     *,
     step: int = 0,
-    logit_std: float | None = None,
+    score_rms: float | None = None,
     rules: FaultRules | None = None,
 ) -> list[Fault]:
     """A loss at the first step far above chance (``ln C`` for C classes), or not finite.
@@ -123,7 +123,8 @@ def check_initial_loss(
         loss: The training loss of the first step, before any update.
         classes: How many classes the model scores (below 2: cannot judge).
         step: The step of that loss.
-        logit_std: The standard deviation of the model's class scores on that batch, if known.
+        score_rms: The root mean square of the class scores on that batch (a scale far above a
+            few is an initialisation that saturates the softmax), if known.
         rules: Thresholds (the defaults when ``None``).
 
     Returns:
@@ -137,7 +138,9 @@ def check_initial_loss(
         "initialise smaller (the layers' defaults or kaiming with the nonlinearity's gain, a "
         "last layer near zero) and check that the loss reads logits, not probabilities"
     )
-    logits = f"; the class scores' std is {logit_std:.3g}" if logit_std is not None else ""
+    logits = (
+        f"; the class scores' root mean square is {score_rms:.3g}" if score_rms is not None else ""
+    )
     if not math.isfinite(loss):
         evidence = f"the loss is {loss} at step {step}, before any update{logits}"
         return [Fault("init_loss_off", evidence, advice, step)]
