@@ -149,13 +149,13 @@ def listed_names(names: Sequence[str], most: int = 4) -> str:
     return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
 
 
-def trailing_run_start(steps: Sequence[int], flags: Sequence[bool]) -> int | None:
-    """The step that began the latest unbroken run of true flags (``None`` if the last is
-    false)."""
+def trailing_run_start(steps: Sequence[int], flags: Sequence[bool]) -> int:
+    """The step that began the latest unbroken run of true flags (the last step when the last
+    flag is false)."""
     start = None
     for step, flag in zip(steps, flags, strict=True):
         start = (step if start is None else start) if flag else None
-    return start
+    return start if start is not None else steps[-1]
 
 
 def learning_rate_fault(

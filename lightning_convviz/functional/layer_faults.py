@@ -72,7 +72,7 @@ def check_vanishing_gradients(
             "measurements)",
             "ReLU-family activations instead of sigmoid or tanh, BatchNorm, residual "
             "connections, or an initialisation with the nonlinearity's gain (kaiming)",
-            since if since is not None else list(steps)[-1],
+            since,
         )
     ]
 
@@ -180,7 +180,7 @@ def check_saturation(
             f"{len(recent)} measurements",
             "a ReLU-family activation, BatchNorm before the sigmoid or tanh, or smaller "
             "initial weights and inputs",
-            since if since is not None else list(steps)[-1],
+            since,
         )
     ]
 

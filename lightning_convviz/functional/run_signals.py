@@ -46,8 +46,8 @@ def channel_sums(images: torch.Tensor) -> torch.Tensor:
         [32.0, 32.0, 32.0]
     """
     values = images.detach().transpose(0, 1).reshape(images.shape[1], -1).double()
-    count = torch.full((values.shape[0],), values.shape[1], dtype=torch.float64)
-    return torch.stack([count.to(values.device), values.sum(1), values.square().sum(1)])
+    count = torch.full_like(values[:, 0], values.shape[1])
+    return torch.stack([count, values.sum(1), values.square().sum(1)])
 
 
 def channel_moments(sums: torch.Tensor) -> tuple[list[float], list[float]]:
