@@ -21,6 +21,7 @@ from lightning_convviz.callbacks import (
     MaxActivationMonitor,
     OcclusionMonitor,
     SaliencyMonitor,
+    TrainingDoctor,
 )
 from lightning_convviz.versions import check_unified_lightning
 
@@ -42,6 +43,7 @@ __all__ = [
     "MaxActivationMonitor",
     "OcclusionMonitor",
     "SaliencyMonitor",
+    "TrainingDoctor",
     "__version__",
     "functional",
 ]

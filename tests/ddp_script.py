@@ -79,6 +79,7 @@ def every_monitor() -> dict[str, Any]:
         "class_model": convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
         "performance": convviz.AttributePerformanceMonitor(),
         "doctor": convviz.LearningRateDoctor(every_n_steps=1),
+        "training_doctor": convviz.TrainingDoctor(every_n_steps=1),
     }
 
 
@@ -139,6 +140,18 @@ def main(
         }
         Path(out, f"faults_rank{trainer.global_rank}.json").write_text(json.dumps(report))
         return
+    doctor = monitors["training_doctor"]
+    Path(out, f"doctor_rank{trainer.global_rank}.json").write_text(
+        json.dumps(
+            {
+                "kinds": doctor.diagnosis.kinds,
+                "notes": list(doctor.diagnosis.notes),
+                "label_counts": doctor.fault_records.signals.label_counts,
+                "epochs": [vars(e) for e in doctor.fault_records.signals.epochs],
+                "measured": len(doctor.fault_records.signals.measured_steps),
+            }
+        )
+    )
     if trainer.global_rank == 0:
         top = monitors["top"]._states[Site("sign", 1)]
         summary = {

@@ -37,7 +37,7 @@ PICTURE_SECTIONS = (
 
 
 def every_callback() -> list[pl.Callback]:
-    """All twelve callbacks, at every cadence they have, sized for :class:`TinyCNN`."""
+    """All thirteen callbacks, at every cadence they have, sized for :class:`TinyCNN`."""
     return [
         convviz.ActivationStatsMonitor(every_n_steps=1),
         convviz.ActivationMapMonitor(),
@@ -51,6 +51,7 @@ def every_callback() -> list[pl.Callback]:
         convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
         convviz.AttributePerformanceMonitor(),
         convviz.LearningRateDoctor(every_n_steps=1),
+        convviz.TrainingDoctor(every_n_steps=1),
     ]
 
 

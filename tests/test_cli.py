@@ -35,10 +35,11 @@ def test_every_callback_is_configured_from_yaml(tmp_path: Path) -> None:
         for name in convviz.__all__
         if name.endswith(("Monitor", "Doctor"))
     }
-    assert set(expected.values()) <= set(by_type)  # all 12 callbacks, from YAML
+    assert set(expected.values()) <= set(by_type)  # all 13 callbacks, from YAML
     assert by_type[convviz.OcclusionMonitor].stride == [4, 4]
     assert by_type[convviz.SaliencyMonitor].methods == ("saliency", "guided_backprop", "grad_cam")
     assert by_type[convviz.LearningRateDoctor].rules.alpha_high == 2.0
+    assert by_type[convviz.TrainingDoctor].fault_rules.imbalance_ratio == 4.0
     assert by_type[convviz.ActivationMapMonitor].layers == ["features.1", "features.4"]
     events = read_events(Path(cli.trainer.logger.log_dir))
     images = set(events.Tags()["images"])

@@ -52,6 +52,11 @@ def test_two_processes_with_every_callback_finish_and_share_their_statistics(
     assert {e.value for e in events.Scalars("activation_stats/dead_fraction/sign_relu")} == {0.0}
     for tag in ("max_activation/sign", "embedding/scatter", "attribution/grad_cam"):
         assert tag in events.Tags()["images"], tag
+    # the training doctor: one diagnosis on every rank, from sums over both ranks
+    doctors = [json.loads((tmp_path / f"doctor_rank{r}.json").read_text()) for r in (0, 1)]
+    assert doctors[0] == doctors[1]
+    assert sum(doctors[0]["label_counts"]) == 32  # 2 batches of 4 on each rank, 2 epochs
+    assert doctors[0]["measured"] == 4 and len(doctors[0]["epochs"]) == 2
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo DDP on CPU is tested on Linux")

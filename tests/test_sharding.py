@@ -47,7 +47,13 @@ def test_which_callbacks_need_whole_weights() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["FilterMonitor", "SaliencyMonitor", "InversionMonitor", "LearningRateDoctor"],
+    [
+        "FilterMonitor",
+        "SaliencyMonitor",
+        "InversionMonitor",
+        "LearningRateDoctor",
+        "TrainingDoctor",
+    ],
 )
 def test_a_callback_that_needs_whole_weights_says_so_and_stays_off(name: str) -> None:
     callback = getattr(convviz, name)()

@@ -2,7 +2,7 @@
 
 Each architecture is built with random weights (``weights=None`` / ``pretrained=False``, nothing
 is downloaded) and 10 classes, wrapped in a plain LightningModule, and fitted for one short epoch
-on random images with all twelve callbacks. A callback is ``ok`` when it logged under its own
+on random images with all thirteen callbacks. A callback is ``ok`` when it logged under its own
 section, did not switch itself off and said nothing about not applying; otherwise its status is
 the reason. Used by ``tests/test_zoo.py`` (a representative set, in CI time) and by
 ``benchmarks/model_zoo.py`` (``make zoo``: every torchvision classifier and a dozen timm
@@ -73,6 +73,7 @@ def every_callback_at_defaults(steps: int | None = None) -> list[pl.Callback]:
         convviz.ClassModelMonitor(**cost),
         convviz.AttributePerformanceMonitor(),
         convviz.LearningRateDoctor(),
+        convviz.TrainingDoctor(),
     ]
 
 

@@ -42,6 +42,7 @@ from lightning_convviz.callbacks.lr_doctor import LearningRateDoctor
 from lightning_convviz.callbacks.max_activation import MaxActivationMonitor
 from lightning_convviz.callbacks.occlusion import OcclusionMonitor
 from lightning_convviz.callbacks.saliency import SaliencyMonitor
+from lightning_convviz.callbacks.training_doctor import TrainingDoctor
 
 __all__ = [
     "ActivationMapMonitor",
@@ -57,4 +58,5 @@ __all__ = [
     "MaxActivationMonitor",
     "OcclusionMonitor",
     "SaliencyMonitor",
+    "TrainingDoctor",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,11 +138,16 @@ def replayed_loss(
 
 
 def measure_step(
-    trainer: Trainer, snapshot: StepSnapshot, outputs: Any, loss_after: torch.Tensor | None
+    trainer: Trainer,
+    snapshot: StepSnapshot,
+    outputs: Any,
+    loss_after: torch.Tensor | None,
+    extras: Sequence[torch.Tensor] = (),
 ) -> list[float]:
     """Every number of the step on the device, averaged over ranks, in one host copy:
-    loss before, loss after, slope, gradient norm, clipped norm, update norm, then one
-    update ratio per weight of ``snapshot.weights``."""
+    loss before, loss after, slope, gradient norm, clipped norm, update norm, one update
+    ratio per weight of ``snapshot.weights``, then the values of ``extras`` (1-D tensors
+    another reader joins to the copy), flattened in order."""
     slope, grad_norm, moved, ratios = update_statistics(
         snapshot.grads,
         snapshot.before,
@@ -167,6 +173,9 @@ def measure_step(
         ]
         + [ratio.to(slope.device, torch.float64) for ratio in ratios]
     )
+    if extras:
+        joined = [e.flatten().to(slope.device, torch.float64) for e in extras]
+        stacked = torch.cat([stacked, *joined])
     if trainer.world_size > 1:
         stacked = trainer.strategy.reduce(stacked, reduce_op="mean")
     values: list[float] = stacked.tolist()  # the one host copy of this measured step
@@ -179,7 +188,7 @@ def step_signals(
     """The step's signals from :func:`measure_step`'s numbers, and its update ratios by layer.
     A step that moved nothing was skipped (the GradScaler on overflow) and has no alpha."""
     loss_before, loss_after, slope, grad_norm, clipped_norm, moved = values[:6]
-    ratios = dict(zip(snapshot.weights, values[6:], strict=True))
+    ratios = dict(zip(snapshot.weights, values[6 : 6 + len(snapshot.weights)], strict=True))
     skipped = moved == 0.0
     finite_ratios = [r for r in ratios.values() if math.isfinite(r)]
     signals = StepSignals(

@@ -27,6 +27,7 @@ from lightning_convviz.functional.lr_judgement import Judgement
 __all__ = [
     "EXPLAINS_LEARNING_RATE_SIGNALS",
     "FAULT_KINDS",
+    "WITHHELD",
     "Fault",
     "FaultKind",
     "FaultRules",
@@ -69,6 +70,10 @@ EXPLAINS_LEARNING_RATE_SIGNALS: frozenset[FaultKind] = frozenset(
         "class_imbalance",
     }
 )
+
+
+#: How the note on a withheld learning-rate verdict begins.
+WITHHELD = "no learning-rate verdict"
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,10 @@ class FaultRules:
         imbalance_ratio: The most frequent class at least this many times the least frequent
             one (among the labels seen) is an imbalance.
         labels_per_class: Fewest labels seen per class (on average) before imbalance is judged.
+        small_update_ratio: A loss that stays at chance while the latest steps' median
+            update/weight ratio is below this (and the learning-rate judgement says "too low")
+            is the learning rate's fault, not a sign that nothing can be learnt (healthy steps
+            move weights by about 1e-3 of their norm; shuffled labels' by 3e-4 to 5e-3).
     """
 
     input_scale_high: float = 10.0
@@ -141,6 +150,7 @@ class FaultRules:
     overfit_epochs: int = 3
     imbalance_ratio: float = 5.0
     labels_per_class: int = 20
+    small_update_ratio: float = 3e-5
 
 
 def listed_names(names: Sequence[str], most: int = 4) -> str:
@@ -189,7 +199,7 @@ def learning_rate_fault(
         verb = "explains" if len(explaining) == 1 else "explain"
         return (
             None,
-            f"no learning-rate verdict: {', '.join(explaining)} {verb} the signals it reads",
+            f"{WITHHELD}: {', '.join(explaining)} {verb} the signals it reads",
         )
     kind: FaultKind = "lr_too_high" if judgement.verdict == "too high" else "lr_too_low"
     evidence = "; ".join(f.evidence for f in judgement.findings)

@@ -50,7 +50,12 @@ def check_vanishing_gradients(
     ratios: list[float] = []
     for layers in relative_gradients:
         values = list(layers.values())
-        if len(values) < 2 or not all(math.isfinite(v) for v in values) or values[-1] <= 0:
+        # a first layer with no gradient at all is dead or frozen, not vanishing
+        if (
+            len(values) < 2
+            or not all(math.isfinite(v) for v in values)
+            or min(values[0], values[-1]) <= 0
+        ):
             ratios.append(math.nan)
         else:
             ratios.append(values[0] / values[-1])

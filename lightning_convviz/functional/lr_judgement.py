@@ -33,8 +33,9 @@ __all__ = [
     "judge_learning_rate",
 ]
 
-#: The doctor's conclusion.
-Verdict = Literal["too high", "too low", "healthy so far"]
+#: The doctor's conclusion (:func:`judge_learning_rate` gives the first three; the doctors say
+#: "cannot tell" where another fault explains the signals the judgement read).
+Verdict = Literal["too high", "too low", "healthy so far", "cannot tell"]
 
 
 @dataclass(frozen=True)
