@@ -11,7 +11,7 @@ EPOCHS ?=
 LOGDIR ?= runs
 LOGGER ?= tensorboard
 
-.PHONY: install demo diagnose tensorboard test test-kernels test-stress test-oldest wheel-check lint benchmark zoo lr-doctor-grid photo-filters clean
+.PHONY: install demo diagnose tensorboard test test-kernels test-stress test-oldest wheel-check lint benchmark zoo lr-doctor-grid doctor-grid photo-filters clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,7 +81,10 @@ test-oldest: $(OLDEST)/.installed
 wheel-check: install
 	tools/check_wheel.sh $(PY)
 
+# TrainingDoctor on a healthy run beside three planted faults, then LearningRateDoctor on a good,
+# a too-high and a too-low learning rate (a minute or two on 2 cores)
 diagnose: install
+	$(PY) benchmarks/doctor_grid.py --show --logdir $(LOGDIR)/doctor
 	$(PY) examples/lr_diagnosis.py --logdir $(LOGDIR)/lr_diagnosis
 
 benchmark: install
@@ -106,6 +109,12 @@ lr-doctor-grid: install
 	$(PY) benchmarks/lr_doctor_grid.py --table --seed 0 --out docs/lr_doctor.md
 	$(PY) benchmarks/lr_doctor_grid.py --table --seeds 0 1 2 --out docs/lr_doctor.md
 	$(PY) benchmarks/lr_doctor_cost.py
+
+# TrainingDoctor against faults planted in the digits and photographs demos beside healthy runs
+# (about 15 minutes on 2 cores; recorded runs are kept, --again reruns them)
+doctor-grid: install
+	$(PY) benchmarks/doctor_grid.py --runs
+	$(PY) benchmarks/doctor_grid.py --table --out docs/doctor.md
 
 # the photographs demo's first-layer filters under seven settings, beside random filters (about
 # 14 minutes on 2 cores); writes the table and the pictures of docs/photos.md

@@ -23,13 +23,13 @@ import json
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from planted_faults import planted_run
+from planted_faults import fit_with_doctor, planted_run
+from results import write_section
 
 from lightning_convviz import TrainingDoctor
 from lightning_convviz.functional import RunSignals, diagnose_run
@@ -61,6 +61,10 @@ class Plan:
     #: Other kinds the planted fault also shows, not counted wrong (a deep sigmoid network's
     #: gradients vanish because its units saturate).
     also: tuple[str, ...] = ()
+    #: Which demo's data and network: ``digits`` or ``photos``.
+    data: str = "digits"
+    #: The demo's ``small`` network or torchvision's ``resnet18``.
+    architecture: str = "small"
 
     @property
     def held_out(self) -> bool:
@@ -108,6 +112,47 @@ def plans() -> list[Plan]:
             Plan(f"lr/adam3e-2/{s}", "lr_too_high", lr=3e-2, seed=seed),
             Plan(f"lr/sgd1e-4/{s}", "lr_too_low", "sgd", 1e-4, seed=seed),
         ]
+    for seed in (0, HELD_OUT_SEED):
+        s = f"s{seed}"
+        photos: list[Plan] = [
+            Plan(f"photos/healthy/adam1e-3/{s}", None, seed=seed),
+            Plan(f"photos/healthy/bn-adam1e-3/{s}", None, seed=seed, batch_norm=True),
+            Plan(f"photos/healthy/bn-sgd3e-2/{s}", None, "sgd", 3e-2, seed, batch_norm=True),
+            Plan(
+                f"photos/inputs/x255/{s}",
+                "inputs_not_normalized",
+                seed=seed,
+                plant="raw",
+                strength=255,
+            ),
+            Plan(f"photos/init/x8/{s}", "init_loss_off", seed=seed, plant="init", strength=8),
+            Plan(f"photos/labels/shuffled/{s}", "not_learning", seed=seed, plant="shuffled"),
+            Plan(
+                f"photos/vanishing/sigmoid-deep/{s}",
+                "vanishing_gradients",
+                seed=seed,
+                plant="sigmoid_deep",
+                also=("saturated_activations",),
+            ),
+            Plan(f"photos/dead/bias-4/{s}", "dead_units", seed=seed, plant="dead_bias", strength=4),
+            Plan(f"photos/frozen/backbone/{s}", "frozen_layers", seed=seed, plant="frozen"),
+            Plan(
+                f"photos/overfit/150-images/{s}", "overfitting", seed=seed, epochs=40, plant="small"
+            ),
+            Plan(f"photos/imbalance/60pct/{s}", "class_imbalance", seed=seed, plant="imbalance"),
+            Plan(f"photos/lr/adam3e-2/{s}", "lr_too_high", lr=3e-2, seed=seed),
+            Plan(f"photos/lr/sgd1e-4/{s}", "lr_too_low", "sgd", 1e-4, seed=seed),
+        ]
+        grid += [dataclasses.replace(plan, data="photos") for plan in photos]
+    resnet = [
+        Plan("photos/resnet18/healthy/adam1e-3/s0", None),
+        Plan("photos/resnet18/healthy/sgd1e-2/s0", None, "sgd", 1e-2),
+        Plan("photos/resnet18/inputs/x255/s0", "inputs_not_normalized", plant="raw", strength=255),
+        Plan("photos/resnet18/labels/shuffled/s0", "not_learning", plant="shuffled"),
+        Plan("photos/resnet18/frozen/backbone/s0", "frozen_layers", plant="frozen"),
+        Plan("photos/resnet18/imbalance/60pct/s0", "class_imbalance", plant="imbalance"),
+    ]
+    grid += [dataclasses.replace(p, data="photos", architecture="resnet18") for p in resnet]
     return grid
 
 
@@ -123,24 +168,19 @@ def run(plan: Plan, log_dir: Path) -> dict[str, Any]:
         lr=plan.lr,
         batch_norm=plan.batch_norm,
         seed=plan.seed,
+        data=plan.data,
+        architecture=plan.architecture,
     )
     doctor = TrainingDoctor()
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer = pl.Trainer(
-            max_epochs=plan.epochs,
-            logger=pl.loggers.TensorBoardLogger(log_dir, name=plan.name.replace("/", "_")),
-            callbacks=[doctor],
-            log_every_n_steps=10,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-            accelerator="cpu",
-            devices=1,
-        )
-        trainer.fit(model, datamodule=data)
-    warned = [str(w.message) for w in caught if str(w.message).startswith("TrainingDoctor")]
+    trainer, warned = fit_with_doctor(
+        model,
+        data,
+        doctor,
+        epochs=plan.epochs,
+        log_dir=log_dir,
+        name=plan.name.replace("/", "_"),
+    )
     signals = doctor.fault_records.signals
     return {
         "plan": dataclasses.asdict(plan),
@@ -273,7 +313,7 @@ def main() -> None:
     if args.table:
         text = table(load(), args.rejudge)
         if args.out:
-            args.out.write_text(text + "\n")
+            write_section(args.out, "The fault grid (benchmarks/doctor_grid.py)", text)
         print(text)
 
 

@@ -1,4 +1,4 @@
-"""What LearningRateDoctor costs at its defaults, timed inside its own hooks, as a share of fit.
+"""What the doctors cost at their defaults, timed inside their own hooks, as a share of fit.
 
 Two workloads on this machine's CPU (or ``--accelerator cuda``):
 
@@ -7,9 +7,10 @@ Two workloads on this machine's CPU (or ``--accelerator cuda``):
 * an ImageNet-shaped one: torchvision's ResNet-18, 1000 classes, random ``--side`` px images,
   ``--steps`` steps per epoch of batch ``--batch``, SGD with momentum.
 
-The doctor's hooks are wrapped with a timer (the device synchronised around each on a GPU), and
-so is its dead-filter counting, which runs inside the training forward pass on measured steps;
-their seconds are divided by the fit's (both in the same run). Writes a section of
+Each doctor's hooks are wrapped with a timer (the device synchronised around each on a GPU), and
+so is what it does inside the forward pass (its dead-filter counting on measured steps, the
+class scores it keeps every batch, the saturated shares); their seconds are divided by the
+fit's (both in the same run). Writes a section of
 ``docs/benchmarks.md``.
 
 Usage: ``python benchmarks/lr_doctor_cost.py [--side 112] [--steps 200] [--accelerator cuda]``
@@ -33,64 +34,75 @@ from results import write_section
 from torch.utils.data import DataLoader, TensorDataset
 from workloads import Classifier
 
-from lightning_convviz import LearningRateDoctor
-from lightning_convviz.callbacks import lr_doctor as lr_doctor_module
+from lightning_convviz import LearningRateDoctor, TrainingDoctor
+from lightning_convviz.callbacks.activity_counter import ActivityCounter
+from lightning_convviz.callbacks.fault_signals import FaultSignalReader
+from lightning_convviz.callbacks.step_doctor import StepDoctor
 from lightning_convviz.data import DigitsDataModule
 from lightning_convviz.demo import DigitsConvNet
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 HOOKS = (
+    "on_train_start",
     "on_train_epoch_start",
     "on_train_batch_start",
     "on_before_optimizer_step",
     "on_train_batch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
     "on_train_epoch_end",
     "on_train_end",
 )
+#: Work a doctor does inside the model's forward pass (hooks on its modules), timed too.
+IN_FORWARD = (
+    (ActivityCounter, "counts"),
+    (FaultSignalReader, "keep_scores"),
+    (FaultSignalReader, "keep_saturation"),
+)
+
+_timing: list[Any] = []  # the doctor of the fit in progress
 
 
-class TimedDoctor(LearningRateDoctor):
-    """The doctor at its defaults, adding up the seconds spent inside its hooks."""
+def timed_doctor(kind: type[StepDoctor]) -> type[StepDoctor]:
+    """``kind`` at its defaults, adding up the seconds spent inside its hooks in ``seconds``."""
 
-    seconds = 0.0
-    device: torch.device | None = None
+    def timed(name: str) -> Any:
+        hook = getattr(kind, name)
 
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return _time(self, hook, self, *args, **kwargs)
 
-def _timed(name: str) -> Any:
-    hook = getattr(LearningRateDoctor, name)
+        return run
 
-    def run(self: TimedDoctor, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> Any:
-        _synchronize(self.device)
-        start = time.perf_counter()
-        try:
-            return hook(self, trainer, *args, **kwargs)
-        finally:
-            _synchronize(self.device)
-            self.seconds += time.perf_counter() - start
-
-    return run
+    return type(
+        f"Timed{kind.__name__}",
+        (kind,),
+        {"seconds": 0.0, "device": None, **{name: timed(name) for name in HOOKS}},
+    )
 
 
-for _name in HOOKS:
-    setattr(TimedDoctor, _name, _timed(_name))
-
-_count = lr_doctor_module.accumulate_positive_counts
-_counting: list[TimedDoctor] = []  # the doctor of the fit in progress
-
-
-def _timed_count(*args: Any, **kwargs: Any) -> None:
-    doctor = _counting[-1]
+def _time(doctor: Any, function: Any, *args: Any, **kwargs: Any) -> Any:
     _synchronize(doctor.device)
     start = time.perf_counter()
     try:
-        _count(*args, **kwargs)
+        return function(*args, **kwargs)
     finally:
         _synchronize(doctor.device)
         doctor.seconds += time.perf_counter() - start
 
 
-lr_doctor_module.accumulate_positive_counts = _timed_count  # type: ignore[assignment]
+def _timed_in_forward(function: Any) -> Any:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not _timing:
+            return function(*args, **kwargs)
+        return _time(_timing[-1], function, *args, **kwargs)
+
+    return run
+
+
+for _owner, _name in IN_FORWARD:
+    setattr(_owner, _name, _timed_in_forward(getattr(_owner, _name)))
 
 
 def _synchronize(device: torch.device | None) -> None:
@@ -107,12 +119,17 @@ class ImageNetShaped(Classifier):
 
 
 def share(
-    model: pl.LightningModule, data: Any, epochs: int, accelerator: str, validate: bool = False
+    kind: type[StepDoctor],
+    model: pl.LightningModule,
+    data: Any,
+    epochs: int,
+    accelerator: str,
+    validate: bool = False,
 ) -> tuple[float, float, int]:
     """(doctor seconds, fit seconds, measured steps) of one fit with the timed doctor."""
-    doctor = TimedDoctor()
+    doctor: Any = timed_doctor(kind)()
     doctor.device = torch.device("cuda") if accelerator == "cuda" else None
-    _counting.append(doctor)
+    _timing.append(doctor)
     with tempfile.TemporaryDirectory() as folder:
         trainer = pl.Trainer(
             max_epochs=epochs,
@@ -131,6 +148,7 @@ def share(
         else:
             trainer.fit(model, datamodule=data)
         fit = time.perf_counter() - start
+    _timing.pop()
     return doctor.seconds, fit, len(doctor.steps)
 
 
@@ -145,42 +163,47 @@ def main() -> None:
     warnings.simplefilter("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     pl.seed_everything(0)
-    rows = []
-    for validate, name in ((False, "training only"), (True, "with validation, as the demo")):
-        pl.seed_everything(0)
-        doctor, fit, measured = share(
-            DigitsConvNet(), DigitsDataModule(batch_size=64), 5, args.accelerator, validate
-        )
-        rows.append((f"digits CNN, 23 steps per epoch, 5 epochs, {name}", doctor, fit, measured))
     images = torch.randn(args.steps * args.batch, 3, args.side, args.side)
     labels = torch.randint(0, 1000, (len(images),))
     loader = DataLoader(TensorDataset(images, labels), batch_size=args.batch, shuffle=True)
-    doctor, fit, measured = share(ImageNetShaped(), (loader,), 1, args.accelerator)
-    rows.append(
-        (
-            f"ResNet-18, 1000 classes, {args.side} px, batch {args.batch}, {args.steps} steps",
-            doctor,
-            fit,
-            measured,
+    rows = []
+    for kind in (LearningRateDoctor, TrainingDoctor):
+        for validate, name in ((False, "training only"), (True, "with validation, as the demo")):
+            pl.seed_everything(0)
+            doctor, fit, measured = share(
+                kind,
+                DigitsConvNet(),
+                DigitsDataModule(batch_size=64),
+                5,
+                args.accelerator,
+                validate,
+            )
+            workload = f"digits CNN, 23 steps per epoch, 5 epochs, {name}"
+            rows.append((kind.__name__, workload, doctor, fit, measured))
+        pl.seed_everything(0)
+        doctor, fit, measured = share(kind, ImageNetShaped(), (loader,), 1, args.accelerator)
+        workload = (
+            f"ResNet-18, 1000 classes, {args.side} px, batch {args.batch}, {args.steps} steps"
         )
-    )
+        rows.append((kind.__name__, workload, doctor, fit, measured))
     device = torch.cuda.get_device_name() if args.accelerator == "cuda" else "CPU (2 cores)"
     lines = [
-        f"`python benchmarks/lr_doctor_cost.py` on {device}: the seconds spent inside the "
-        "doctor's hooks and its dead-filter counting at its defaults (alpha's replayed forward "
-        "pass included), against the "
-        "whole fit's, in the same run.",
+        f"`python benchmarks/lr_doctor_cost.py` on {device}: the seconds spent inside each "
+        "doctor's hooks and in what it does inside the forward pass (dead-filter counting, the "
+        "class scores kept, saturated shares) at its defaults (alpha's replayed forward pass "
+        "included), against the whole fit's, in the same run.",
         "",
-        "| workload | measured steps | doctor (s) | fit (s) | share |",
-        "|---|---|---|---|---|",
+        "| doctor | workload | measured steps | doctor (s) | fit (s) | share |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, doctor, fit, measured in rows:
+    for kind, name, doctor, fit, measured in rows:
         lines.append(
-            f"| {name} | {measured} | {doctor:.2f} | {fit:.1f} | {100 * doctor / fit:.1f} % |"
+            f"| {kind} | {name} | {measured} | {doctor:.2f} | {fit:.1f} | "
+            f"{100 * doctor / fit:.1f} % |"
         )
     text = "\n".join(lines)
     print(text)
-    write_section(args.out, "LearningRateDoctor's own cost", text)
+    write_section(args.out, "The doctors' own cost", text)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,9 @@ def train(setting: Setting, epochs: int, log_dir: Path, seed: int = 0) -> dict[s
         "first_nonfinite_loss_step": doctor.records.first_nonfinite_loss_step,
         "peak_lr": doctor.records.peak_lr,
         "scheduler": doctor.records.scheduler,
+        # the other faults' signals: the verdict is withheld where one explains its signals
+        "faults": doctor.fault_records.state_dict(),
+        "withheld": doctor.withheld,
     }
 
 
@@ -234,7 +237,15 @@ def records(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def run_grid(path: Path, shard: int, shards: int, epochs: int, log_dir: Path, seed: int) -> None:
+def run_grid(
+    path: Path,
+    shard: int,
+    shards: int,
+    epochs: int,
+    log_dir: Path,
+    seed: int,
+    only: str | None = None,
+) -> None:
     done = {
         Setting(r["architecture"], r["optimizer"], r["lr"], r["schedule"]).key
         for r in records(path)
@@ -242,10 +253,13 @@ def run_grid(path: Path, shard: int, shards: int, epochs: int, log_dir: Path, se
     }
     found = {(r["architecture"], r["optimizer"]) for r in records(path) if r.get("lr_find")}
     torch.set_num_threads(1)
-    jobs: list[Any] = [s for s in settings() if s.key not in done]
+    jobs: list[Any] = [
+        s for s in settings() if s.key not in done and only in (None, s.architecture)
+    ]
     jobs += [
         (arch, optimizer)
         for arch in ARCHITECTURES
+        if only in (None, arch)
         for optimizer in LEARNING_RATES
         if (arch, optimizer) not in found
     ]
@@ -291,6 +305,7 @@ def main() -> None:
         help="with --table: score these initialisations together, labels from their mean too",
     )
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--only", choices=ARCHITECTURES, default=None, help="one architecture")
     parser.add_argument("--logdir", type=Path, default=Path("runs/lr_doctor_grid"))
     parser.add_argument("--out", type=Path, default=None, help="write the tables into this doc")
     args = parser.parse_args()
@@ -298,7 +313,7 @@ def main() -> None:
         args.records = records_path(args.seed)
     if args.runs:
         shard, shards = (int(part) for part in args.shard.split("/"))
-        run_grid(args.records, shard, shards, args.epochs, args.logdir, args.seed)
+        run_grid(args.records, shard, shards, args.epochs, args.logdir, args.seed, args.only)
     if args.table and args.seeds:
         by_seed = {seed: list(records(records_path(seed))) for seed in args.seeds}
         print(report_seeds(by_seed, args.out, "The grid over initialisations"))

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from results import write_section
 
+from lightning_convviz.callbacks.fault_records import FaultRecords
+from lightning_convviz.functional.diagnosis import diagnose_run
+from lightning_convviz.functional.faults import WITHHELD
 from lightning_convviz.functional.lr_judgement import (
     EpochSignals,
     Judgement,
@@ -28,14 +32,15 @@ BAND_SLACK = 1.5
 
 
 def judge_again(record: dict[str, Any], rules: JudgementRules | None = None) -> Judgement:
-    """The judgement of a recorded run's signals under ``rules``."""
+    """The judgement of a recorded run's signals under ``rules``: "cannot tell" where the
+    run's other faults (recorded since the training doctor) explain the signals it reads."""
     fields = set(StepSignals.__dataclass_fields__)
     steps = [StepSignals(**{k: v for k, v in s.items() if k in fields}) for s in record["steps"]]
     epochs = [
         EpochSignals(**{**e, "dead": {k: tuple(v) for k, v in e["dead"].items()}})
         for e in record["epochs"]
     ]
-    return judge_learning_rate(
+    judgement = judge_learning_rate(
         steps,
         epochs,
         first_nonfinite_loss_step=record["first_nonfinite_loss_step"],
@@ -43,6 +48,13 @@ def judge_again(record: dict[str, Any], rules: JudgementRules | None = None) -> 
         scheduler=record["scheduler"],
         rules=rules,
     )
+    if "faults" not in record or not epochs:  # recorded before the doctor read other faults
+        return judgement
+    signals = FaultRecords.from_state_dict(record["faults"]).signals
+    diagnosis = diagnose_run(signals, steps, judgement, epochs[-1].dead, step=epochs[-1].step)
+    if any(note.startswith(WITHHELD) for note in diagnosis.notes):
+        return replace(judgement, verdict="cannot tell", findings=(), suggested_lr=None)
+    return judgement
 
 
 def label(runs: list[dict[str, Any]]) -> None:

@@ -55,7 +55,7 @@ def test_two_processes_with_every_callback_finish_and_share_their_statistics(
     # the training doctor: one diagnosis on every rank, from sums over both ranks
     doctors = [json.loads((tmp_path / f"doctor_rank{r}.json").read_text()) for r in (0, 1)]
     assert doctors[0] == doctors[1]
-    assert sum(doctors[0]["label_counts"]) == 32  # 2 batches of 4 on each rank, 2 epochs
+    assert sum(doctors[0]["label_counts"]) == 16  # an epoch: 2 batches of 4 on each rank
     assert doctors[0]["measured"] == 4 and len(doctors[0]["epochs"]) == 2
 
 

@@ -165,9 +165,19 @@ def test_epoch_totals_become_losses_accuracy_and_label_counts() -> None:
             first_measured_step=0,
         )
     signals = records.signals
-    assert signals.epochs[-1] == EpochRecord(1, 10, 1.5, 2.0, 0.4)
-    assert signals.label_counts == [120, 80]
+    assert signals.epochs[-1] == EpochRecord(1, 10, 1.5, 2.0, 0.4, 0.4)
+    assert signals.val_label_counts == [25, 25]
+    assert signals.label_counts == [60, 40]  # the latest epoch's
     assert (signals.initial_loss, signals.initial_score_rms) == (2.5, 0.3)
     assert signals.input_mean == [0.1] and signals.initial_dead == {"relu": (1, 4)}
     again = FaultRecords.from_state_dict(records.state_dict())
     assert again == records
+
+
+def test_a_fault_keeps_the_step_it_was_first_found_at() -> None:
+    records = FaultRecords()
+    first = records.dated(Diagnosis((Fault("frozen_layers", "e", "a", 40),)))
+    later = records.dated(Diagnosis((Fault("frozen_layers", "e", "a", 80),)))
+    assert first.faults[0].step == later.faults[0].step == 40
+    again = FaultRecords.from_state_dict(records.state_dict())
+    assert again.dated(Diagnosis((Fault("frozen_layers", "e", "a", 120),))).faults[0].step == 40

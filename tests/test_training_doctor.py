@@ -6,7 +6,6 @@ what it logs; state for resume; a model without class scores."""
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers import TinyCNN, fit, read_events
-from planted_faults import planted_run
+from planted_faults import fit_with_doctor, planted_run
 
 from lightning_convviz import LearningRateDoctor, TrainingDoctor
 from lightning_convviz.functional import FaultRules
@@ -35,22 +34,8 @@ def diagnose(
     pl.seed_everything(0, verbose=False)
     model, data = planted_run(plant, strength, **settings)
     doctor = doctor or TrainingDoctor()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer = pl.Trainer(
-            max_epochs=epochs,
-            logger=pl.loggers.TensorBoardLogger(tmp_path, name="run"),
-            callbacks=[doctor],
-            log_every_n_steps=10,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-            accelerator="cpu",
-            devices=1,
-        )
-        trainer.fit(model, datamodule=data)
-    name = type(doctor).__name__
-    return doctor, [str(w.message) for w in caught if str(w.message).startswith(name)]
+    _, warned = fit_with_doctor(model, data, doctor, epochs=epochs, log_dir=tmp_path, name="run")
+    return doctor, warned
 
 
 def kinds(doctor: TrainingDoctor) -> list[str]:
@@ -183,3 +168,46 @@ def test_custom_fault_rules_are_used(tmp_path: Path) -> None:
         tmp_path, doctor=TrainingDoctor(fault_rules=FaultRules(input_scale_high=0.5)), epochs=2
     )
     assert "inputs_not_normalized" in kinds(doctor)  # standardised digits read "raw" now
+
+
+@pytest.mark.training_outcome
+@pytest.mark.parametrize(
+    ("plant", "settings"),
+    [("none", {"batch_norm": True}), ("default_init", {})],
+    ids=["bn-adam1e-3", "no-normalisation-default-init"],
+)
+def test_the_learning_rate_doctor_warns_nothing_on_healthy_runs(
+    tmp_path: Path, plant: str, settings: dict[str, Any]
+) -> None:
+    """The runs on which it warned "too low" in the first epochs and took it back."""
+    doctor, warned = diagnose(tmp_path, plant, epochs=5, doctor=LearningRateDoctor(), **settings)
+    assert warned == [] and doctor.verdict == "healthy so far", doctor.summary()
+
+
+@pytest.mark.training_outcome
+def test_a_deep_tanh_network_with_a_large_initialisation_has_saturated_activations(
+    tmp_path: Path,
+) -> None:
+    doctor, _ = diagnose(tmp_path, "tanh_big")
+    assert "saturated_activations" in kinds(doctor), doctor.summary()
+    assert not LR_KINDS & set(kinds(doctor))
+
+
+@pytest.mark.training_outcome
+def test_150_images_trained_long_are_overfitting(tmp_path: Path) -> None:
+    doctor, _ = diagnose(tmp_path, "small", epochs=25)
+    assert "overfitting" in kinds(doctor), doctor.summary()
+    fault = doctor.findings[kinds(doctor).index("overfitting")]
+    assert "the validation loss rose from" in fault.evidence
+
+
+def test_a_gradient_that_is_not_finite_is_exploding_at_once(tmp_path: Path) -> None:
+    class Blows(TinyCNN):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("inf") if self.global_step == 5 else loss
+
+    doctor = TrainingDoctor(every_n_steps=1)
+    with pytest.warns(UserWarning, match=r"TrainingDoctor: exploding_gradients \(from step 5\)"):
+        fit(tmp_path, [doctor], Blows(), max_epochs=3, limit_train_batches=4)
+    assert "exploding_gradients" in [fault.kind for fault in doctor.diagnosis.faults]

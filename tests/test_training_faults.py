@@ -160,6 +160,48 @@ def test_overfitting_needs_a_rising_validation_loss_beside_a_falling_training_lo
     assert check_overfitting(epochs_of(train)) == []  # no validation loss
 
 
+def test_shuffled_labels_learnt_by_heart_leave_the_validation_accuracy_at_chance() -> None:
+    """A network that can memorise its training set fits shuffled labels (training accuracy
+    well above chance) while its validation accuracy never leaves chance."""
+    memorising = [
+        EpochRecord(e, 25 * (e + 1), loss, 2.7, accuracy, 0.07)
+        for e, (loss, accuracy) in enumerate([(2.64, 0.06), (2.6, 0.09), (2.5, 0.16)])
+    ]
+    faults = check_not_learning(
+        memorising, initial_loss=2.64, label_counts=[100] * 14, val_label_counts=[48] * 14
+    )
+    assert [f.kind for f in faults] == ["not_learning"] and faults[0].step == 50
+    assert "validation accuracy is at chance (at best 0.07" in faults[0].evidence
+    assert "training accuracy reached 0.16" in faults[0].evidence
+    learning = [
+        EpochRecord(e, 25 * (e + 1), 2.0, 2.4, 0.3, accuracy)
+        for e, accuracy in enumerate([0.07, 0.13, 0.33])
+    ]
+    assert (
+        check_not_learning(
+            learning, initial_loss=2.64, label_counts=[100] * 14, val_label_counts=[48] * 14
+        )
+        == []
+    )
+
+
+def test_a_rising_validation_loss_while_the_validation_accuracy_climbs_is_not_overfitting() -> None:
+    train = [2.56, 2.17, 1.81, 1.48, 1.24, 1.03]
+    val = [2.60, 2.41, 2.34, 2.98, 2.64, 2.59]
+    climbing = [0.13, 0.26, 0.33, 0.33, 0.36, 0.42]  # the photographs demo, seed 0
+    run = [
+        EpochRecord(e, 22 * (e + 1), t, v, math.nan, a)
+        for e, (t, v, a) in enumerate(zip(train, val, climbing, strict=True))
+    ]
+    assert check_overfitting(run) == []
+    flat = [0.13, 0.26, 0.33, 0.33, 0.34, 0.33]
+    stalled = [
+        EpochRecord(e, 22 * (e + 1), t, v, math.nan, a)
+        for e, (t, v, a) in enumerate(zip(train, val, flat, strict=True))
+    ]
+    assert [f.kind for f in check_overfitting(stalled)] == ["overfitting"]
+
+
 def test_class_imbalance_from_the_labels_seen() -> None:
     faults = check_class_imbalance(
         [600] + [44] * 9, step=40, class_names=[str(d) for d in range(10)]

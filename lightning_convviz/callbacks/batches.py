@@ -7,7 +7,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["clone_for_autograd", "inputs_from_batch", "labels_from_batch", "to_host"]
+__all__ = [
+    "batch_labels",
+    "clone_for_autograd",
+    "inputs_from_batch",
+    "labels_from_batch",
+    "to_host",
+]
 
 
 _INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values")
@@ -46,8 +52,9 @@ def to_host(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu", non_blocking=True, copy=True)
 
 
-def labels_from_batch(batch: Any, count: int) -> torch.Tensor | None:
-    """Integer class labels ``(count,)`` of a batch's first images, or ``None`` if it has none."""
+def batch_labels(batch: Any) -> torch.Tensor | None:
+    """The integer class labels of a batch where they are (a 1-D tensor on the batch's device,
+    not copied: the second item of a pair or a known dict key), else ``None``."""
     candidate: Any = None
     if isinstance(batch, (list, tuple)) and len(batch) > 1:
         candidate = batch[1]
@@ -57,7 +64,14 @@ def labels_from_batch(batch: Any, count: int) -> torch.Tensor | None:
         isinstance(candidate, torch.Tensor)
         and candidate.ndim == 1
         and not candidate.is_floating_point()
-        and candidate.numel() >= count
     ):
-        return clone_for_autograd(candidate[:count]).long().cpu()
+        return candidate
     return None
+
+
+def labels_from_batch(batch: Any, count: int) -> torch.Tensor | None:
+    """Integer class labels ``(count,)`` of a batch's first images, or ``None`` if it has none."""
+    labels = batch_labels(batch)
+    if labels is None or labels.numel() < count:
+        return None
+    return clone_for_autograd(labels[:count]).long().cpu()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lightning_convviz.callbacks.fault_signals import EpochTotals
@@ -42,6 +42,19 @@ class FaultRecords:
     streaks: dict[str, int] = field(default_factory=dict)
     #: The kinds warned of and not withdrawn.
     warned: set[str] = field(default_factory=set)
+    #: The step at which each kind was first found (the checks read the signals of the run so
+    #: far, and some say only the step of the judgement).
+    first_seen: dict[str, int] = field(default_factory=dict)
+
+    def dated(self, diagnosis: Diagnosis) -> Diagnosis:
+        """``diagnosis`` with each fault's step the first at which its kind was found (kept
+        from diagnosis to diagnosis)."""
+        faults = []
+        for fault in diagnosis.faults:
+            first = min(self.first_seen.get(fault.kind, fault.step), fault.step)
+            self.first_seen[fault.kind] = first
+            faults.append(replace(fault, step=first))
+        return replace(diagnosis, faults=tuple(faults))
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -100,13 +113,14 @@ class FaultRecords:
         if totals.train is not None:
             samples, correct, cross_entropy = totals.train[:3]
             train_loss, accuracy = cross_entropy / samples, correct / samples
-            counts = [round(c) for c in totals.train[4:]]
-            known = signals.label_counts or [0] * len(counts)
-            if len(known) == len(counts):
-                signals.label_counts = [a + b for a, b in zip(known, counts, strict=True)]
+            signals.label_counts = [round(c) for c in totals.train[4:]]
+        val_accuracy = math.nan
         if totals.val is not None:
-            val_loss = totals.val[2] / totals.val[0]
-        signals.epochs.append(EpochRecord(epoch, step, train_loss, val_loss, accuracy))
+            val_loss, val_accuracy = totals.val[2] / totals.val[0], totals.val[1] / totals.val[0]
+            signals.val_label_counts = [round(c) for c in totals.val[4:]]
+        signals.epochs.append(
+            EpochRecord(epoch, step, train_loss, val_loss, accuracy, val_accuracy)
+        )
         if dead is not None:
             signals.initial_dead = dict(dead)
             signals.initial_dead_step = first_measured_step
@@ -150,6 +164,7 @@ class FaultRecords:
             "initial_dead": {k: list(v) for k, v in signals.initial_dead.items()},
             "streaks": dict(self.streaks),
             "warned": sorted(self.warned),
+            "first_seen": dict(self.first_seen),
         }
 
     @classmethod
@@ -167,4 +182,9 @@ class FaultRecords:
                 for name, (dead, units) in state.get("initial_dead", {}).items()
             },
         )
-        return cls(signals, dict(state.get("streaks", {})), set(state.get("warned", [])))
+        return cls(
+            signals,
+            dict(state.get("streaks", {})),
+            set(state.get("warned", [])),
+            dict(state.get("first_seen", {})),
+        )

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from pytorch_lightning import Trainer
 
+from lightning_convviz.callbacks.batches import batch_labels
 from lightning_convviz.callbacks.lr_records import StepSnapshot
 from lightning_convviz.functional.run_signals import (
     SATURATING_RANGES,
@@ -34,7 +35,6 @@ __all__ = [
     "BatchSums",
     "EpochTotals",
     "FaultSignalReader",
-    "labels_of_batch",
 ]
 
 #: The input check reads the first this many training batches.
@@ -43,26 +43,6 @@ INPUT_BATCHES = 4
 #: A gradient below this times its parameter's norm moves nothing a float can hold (a bias
 #: before a BatchNorm, whose gradient is zero but for rounding): not a frozen parameter.
 NEGLIGIBLE_GRADIENT = 1e-6
-
-_LABEL_KEYS = ("label", "labels", "target", "targets", "y")
-
-
-def labels_of_batch(batch: Any, count: int) -> torch.Tensor | None:
-    """The integer class labels of a batch of ``count`` samples where they are (a tensor on
-    the batch's device, not copied), else ``None``."""
-    candidate: Any = None
-    if isinstance(batch, (list, tuple)) and len(batch) > 1:
-        candidate = batch[1]
-    elif isinstance(batch, Mapping):
-        candidate = next((batch[key] for key in _LABEL_KEYS if key in batch), None)
-    if (
-        isinstance(candidate, torch.Tensor)
-        and candidate.ndim == 1
-        and not candidate.is_floating_point()
-        and len(candidate) == count
-    ):
-        return candidate
-    return None
 
 
 @dataclass
@@ -156,8 +136,8 @@ class FaultSignalReader:
         scores, self._scores = self._scores, None
         if scores is None:
             return
-        labels = labels_of_batch(batch, len(scores))
-        if labels is None:
+        labels = batch_labels(batch)
+        if labels is None or len(labels) != len(scores):
             return
         if self.classes is None:
             self.classes = int(scores.shape[1])

@@ -13,11 +13,10 @@ from lightning_convviz.callbacks.fault_records import CONFIRMING_EPOCHS
 from lightning_convviz.callbacks.lr_records import summary_markdown
 from lightning_convviz.callbacks.step_doctor import StepDoctor
 from lightning_convviz.functional.diagnosis import Diagnosis
-from lightning_convviz.functional.faults import WITHHELD, FaultRules
+from lightning_convviz.functional.faults import WITHHELD
 from lightning_convviz.functional.lr_judgement import (
     Finding,
     Judgement,
-    JudgementRules,
     Verdict,
 )
 
@@ -128,33 +127,6 @@ class LearningRateDoctor(StepDoctor):
         "dead fraction (doctor), every layer": ["lr_doctor/dead_fraction/"],
         "filter noise score (doctor), every layer": ["lr_doctor/noise_score/"],
     }
-
-    def __init__(
-        self,
-        every_n_steps: int | None = None,
-        measurements_per_epoch: int = 2,
-        alpha_high: float = JudgementRules.alpha_high,
-        alpha_low: float = JudgementRules.alpha_low,
-        dead_fraction_high: float = JudgementRules.dead_fraction_high,
-        divergence_factor: float = JudgementRules.divergence_factor,
-        explosion_factor: float = JudgementRules.explosion_factor,
-        replay_loss: bool = True,
-        fault_rules: FaultRules | None = None,
-    ) -> None:
-        super().__init__(
-            every_n_steps,
-            measurements_per_epoch,
-            alpha_high,
-            alpha_low,
-            dead_fraction_high,
-            divergence_factor,
-            explosion_factor,
-            replay_loss,
-            fault_rules,
-        )
-        self._held: str | None = None  # the verdict at the latest epoch end (not healthy)
-        self._streak = 0  # epoch ends in a row at which it held
-        self._said: set[str] = set()
 
     @property
     def findings(self) -> list[Finding]:

@@ -127,6 +127,11 @@ class StepDoctor(ConvVizCallback):
         self.judgement: Judgement | None = None
         #: The latest diagnosis (``None`` before the first epoch end).
         self.diagnosis: Diagnosis | None = None
+        # the learning-rate verdict at the latest epoch end (not healthy), epoch ends in a row
+        # at which it held, and the notes said once (for the learning-rate doctor's warnings)
+        self._held: str | None = None
+        self._streak = 0
+        self._said: set[str] = set()
 
     @property
     def steps(self) -> deque[StepSignals]:
@@ -388,13 +393,15 @@ class StepDoctor(ConvVizCallback):
         """Judge again: the learning rate, then every fault; report what changed."""
         judgement = self.judgement = self.records.judge(self.rules)
         latest_dead = self.epochs[-1].dead if self.epochs else {}
-        self.diagnosis = diagnose_run(
-            self.fault_records.signals,
-            list(self.steps),
-            judgement,
-            latest_dead,
-            step=step,
-            rules=self.fault_rules,
+        self.diagnosis = self.fault_records.dated(
+            diagnose_run(
+                self.fault_records.signals,
+                list(self.steps),
+                judgement,
+                latest_dead,
+                step=step,
+                rules=self.fault_rules,
+            )
         )
         self._report(judgement, self.diagnosis, epoch_end)
         return judgement
@@ -436,11 +443,13 @@ class StepDoctor(ConvVizCallback):
         if self.epochs:
             self.judgement = self.records.judge(self.rules)
             latest_dead = self.epochs[-1].dead
-            self.diagnosis = diagnose_run(
-                self.fault_records.signals,
-                list(self.steps),
-                self.judgement,
-                latest_dead,
-                step=self.epochs[-1].step,
-                rules=self.fault_rules,
+            self.diagnosis = self.fault_records.dated(
+                diagnose_run(
+                    self.fault_records.signals,
+                    list(self.steps),
+                    self.judgement,
+                    latest_dead,
+                    step=self.epochs[-1].step,
+                    rules=self.fault_rules,
+                )
             )

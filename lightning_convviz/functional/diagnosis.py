@@ -30,10 +30,19 @@ from lightning_convviz.functional.run_faults import (
 
 __all__ = ["STOPS_LEARNING", "Diagnosis", "RunSignals", "diagnose_run"]
 
-#: Faults that by themselves keep the loss at chance: beside one of them, a loss that does not
-#: fall is its consequence, not a fault of its own.
+#: Faults that by themselves can keep the loss at chance (a skewed training set: at the loss of
+#: predicting its frequencies): beside one of them, a loss that does not fall, or a validation
+#: accuracy at chance, is its consequence, not a fault of its own.
 STOPS_LEARNING = frozenset(
-    {"vanishing_gradients", "saturated_activations", "dead_units", "frozen_layers"}
+    {
+        "inputs_not_normalized",
+        "init_loss_off",
+        "vanishing_gradients",
+        "saturated_activations",
+        "dead_units",
+        "frozen_layers",
+        "class_imbalance",
+    }
 )
 
 
@@ -48,7 +57,10 @@ class RunSignals:
         initial_loss: The cross-entropy of the first training batch's class scores.
         initial_score_rms: The root mean square of those class scores.
         classes: How many class scores the model gives (``None``: no class scores seen).
-        label_counts: How many training labels of each class were seen, over all epochs.
+        label_counts: How many training labels of each class the latest epoch saw (an epoch
+            brings the training set once: counting it again would not make a small set
+            larger).
+        val_label_counts: How many validation labels of each class one validation pass saw.
         class_names: The classes' names, where the data module has them.
         epochs: One record per finished epoch (losses from the class scores where there are).
         measured_steps: The steps at which the layer signals below were measured.
@@ -69,6 +81,7 @@ class RunSignals:
     initial_score_rms: float = math.nan
     classes: int | None = None
     label_counts: list[int] = field(default_factory=list)
+    val_label_counts: list[int] = field(default_factory=list)
     class_names: list[str] | None = None
     epochs: list[EpochRecord] = field(default_factory=list)
     measured_steps: list[int] = field(default_factory=list)
@@ -147,7 +160,11 @@ def diagnose_run(
     counts = signals.label_counts or None
     if signals.classes is not None and math.isfinite(signals.initial_loss):
         faults += check_not_learning(
-            signals.epochs, initial_loss=signals.initial_loss, label_counts=counts, rules=rules
+            signals.epochs,
+            initial_loss=signals.initial_loss,
+            label_counts=counts,
+            val_label_counts=signals.val_label_counts or None,
+            rules=rules,
         )
     faults += check_vanishing_gradients(
         signals.measured_steps, signals.relative_gradients, rules=rules

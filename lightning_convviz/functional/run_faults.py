@@ -31,6 +31,7 @@ class EpochRecord:
         train_loss: Mean training loss.
         val_loss: Mean validation loss (after the epoch's training).
         train_accuracy: Share of training samples whose top class was the label.
+        val_accuracy: Share of validation samples whose top class was the label.
     """
 
     epoch: int
@@ -38,6 +39,7 @@ class EpochRecord:
     train_loss: float
     val_loss: float = math.nan
     train_accuracy: float = math.nan
+    val_accuracy: float = math.nan
 
 
 def check_inputs(
@@ -170,15 +172,20 @@ def check_not_learning(
     *,
     initial_loss: float,
     label_counts: Sequence[int] | None = None,
+    val_label_counts: Sequence[int] | None = None,
     rules: FaultRules | None = None,
 ) -> list[Fault]:
-    """A training loss that stays at the loss of predicting the class frequencies.
+    """A training loss that stays at the loss of predicting the class frequencies, or a
+    validation accuracy that never leaves chance.
 
     The reference is the entropy of the labels seen (:func:`label_entropy`; ``ln C`` for
     balanced classes) or the first loss where that is lower (a pretrained start). Broken labels
     (shuffled apart from their inputs), a loss on the wrong outputs or a model whose parameters
     are all frozen stay there; a run whose training accuracy is clearly above the most frequent
-    class's share is learning, whatever its loss says.
+    class's share is learning, whatever its loss says, unless its validation accuracy never
+    rose above chance (the most frequent validation class's share) by ``accuracy_margin``: a
+    network that can memorise its training set learns shuffled labels by heart and nothing
+    that holds beyond them.
 
     Example:
         >>> flat = [EpochRecord(e, 10 * e, 2.30) for e in range(3)]
@@ -189,6 +196,8 @@ def check_not_learning(
         epochs: One record per finished epoch, oldest first.
         initial_loss: The first measured training loss.
         label_counts: How many training labels of each class were seen (``None``: unknown).
+        val_label_counts: How many validation labels of each class were seen per validation
+            pass (``None``: unknown).
         rules: Thresholds (the defaults when ``None``).
 
     Returns:
@@ -198,6 +207,9 @@ def check_not_learning(
     finished = [e for e in epochs if math.isfinite(e.train_loss)]
     if len(finished) < rules.not_learning_epochs or not math.isfinite(initial_loss):
         return []
+    at_chance = _validation_at_chance(finished, val_label_counts, rules)
+    if at_chance is not None:
+        return [at_chance]
     prior = label_entropy(label_counts) if label_counts else math.nan
     reference = min(prior, initial_loss) if math.isfinite(prior) else initial_loss
     latest = finished[-1]
@@ -223,18 +235,54 @@ def check_not_learning(
             "not_learning",
             f"after {len(finished)} epochs the training loss {latest.train_loss:.3g} is "
             f"{100 * latest.train_loss / reference:.0f}% of {reference:.3g}, {what}{accuracy}",
-            "check that the labels belong to their inputs (shuffled apart?), that the loss "
-            "reads the model's class scores, and that the parameters reach the optimizer",
+            _NOT_LEARNING_ADVICE,
             since,
         )
     ]
+
+
+_NOT_LEARNING_ADVICE = (
+    "check that the labels belong to their inputs (shuffled apart?), that the loss reads the "
+    "model's class scores, and that the parameters reach the optimizer"
+)
+
+
+def _validation_at_chance(
+    finished: Sequence[EpochRecord], val_label_counts: Sequence[int] | None, rules: FaultRules
+) -> Fault | None:
+    """``not_learning`` when every validation accuracy so far stayed within
+    ``accuracy_margin`` of the most frequent validation class's share."""
+    measured = [e for e in finished if math.isfinite(e.val_accuracy)]
+    if len(measured) < rules.not_learning_epochs or not val_label_counts:
+        return None
+    chance = max(val_label_counts) / max(sum(val_label_counts), 1)
+    best = max(e.val_accuracy for e in measured)
+    if best > chance + rules.accuracy_margin:
+        return None
+    latest = finished[-1]
+    training = (
+        f" while the training accuracy reached {latest.train_accuracy:.2f}"
+        if math.isfinite(latest.train_accuracy)
+        else ""
+    )
+    return Fault(
+        "not_learning",
+        f"after {len(measured)} epochs the validation accuracy is at chance (at best "
+        f"{best:.2f}; the most frequent validation class {chance:.2f}){training}: nothing "
+        "learnt holds beyond the training set",
+        _NOT_LEARNING_ADVICE,
+        measured[rules.not_learning_epochs - 1].step,
+    )
 
 
 def check_overfitting(
     epochs: Sequence[EpochRecord], rules: FaultRules | None = None
 ) -> list[Fault]:
     """The validation loss rising from its best for several epochs while the training loss
-    falls (the gap between them growing).
+    falls (the gap between them growing), and the validation accuracy, where measured, no
+    longer improving (not more than ``accuracy_margin`` above all it had reached before the
+    last ``overfit_epochs`` epochs: a validation loss that rises on a few confident errors
+    while the accuracy still climbs is not yet a reason to stop).
 
     Example:
         >>> val = [1.0, 0.8, 0.7, 0.8, 0.9, 1.0]
@@ -261,6 +309,7 @@ def check_overfitting(
             and now.val_loss >= (1 + rules.overfit_rise) * best.val_loss
             and now.train_loss < best.train_loss
             and now.val_loss - now.train_loss > best.val_loss - best.train_loss
+            and not _accuracy_still_rising(measured[: index + 1], best, now, rules)
         ):
             return [
                 Fault(
@@ -274,6 +323,16 @@ def check_overfitting(
                 )
             ]
     return []
+
+
+def _accuracy_still_rising(
+    epochs: Sequence[EpochRecord], best: EpochRecord, now: EpochRecord, rules: FaultRules
+) -> bool:
+    """Whether the validation accuracy rose by more than ``accuracy_margin`` over the last
+    ``overfit_epochs`` epochs (above all it had reached before them)."""
+    before = [e.val_accuracy for e in epochs if e.epoch <= now.epoch - rules.overfit_epochs]
+    reached = max((a for a in before if math.isfinite(a)), default=math.nan)
+    return math.isfinite(reached) and now.val_accuracy > reached + rules.accuracy_margin
 
 
 def check_class_imbalance(
