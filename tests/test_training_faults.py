@@ -273,6 +273,8 @@ def test_frozen_parameters_outside_the_optimizer_or_never_changing() -> None:
     unchanged = check_frozen_parameters([], {"head.weight": 3}, rules=rules)
     assert "head.weight had gradients" in unchanged[0].evidence
     assert check_frozen_parameters([]) == []
+    both = check_frozen_parameters(["head.weight"], {"head.weight": 3}, rules=rules)
+    assert "had gradients" not in both[0].evidence  # said once, as outside the optimizer
 
 
 def too_low() -> Judgement:

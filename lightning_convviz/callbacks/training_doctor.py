@@ -144,7 +144,8 @@ class TrainingDoctor(StepDoctor):
         """Each finding with its evidence and advice, the provisional ones and the notes, as
         markdown."""
         findings, provisional = self.findings, self.provisional
-        lines = [f"**Training doctor: {len(findings) or 'no'} finding(s)**", ""]
+        count = {0: "no finding", 1: "1 finding"}.get(len(findings), f"{len(findings)} findings")
+        lines = [f"**Training doctor: {count}**", ""]
         if findings:
             lines += ["| kind | from step | evidence | try |", "|---|---|---|---|"]
             lines += [

@@ -264,7 +264,12 @@ def check_frozen_parameters(
         One ``frozen_layers`` fault, or none.
     """
     rules = rules or FaultRules()
-    unchanged = [n for n, count in (unchanged_steps or {}).items() if count >= rules.frozen_steps]
+    outside = set(outside_optimizer)  # said once, not again as unchanged
+    unchanged = [
+        n
+        for n, count in (unchanged_steps or {}).items()
+        if count >= rules.frozen_steps and n not in outside
+    ]
     parts = []
     if outside_optimizer:
         parts.append(

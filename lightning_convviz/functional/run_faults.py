@@ -207,18 +207,30 @@ def check_not_learning(
     finished = [e for e in epochs if math.isfinite(e.train_loss)]
     if len(finished) < rules.not_learning_epochs or not math.isfinite(initial_loss):
         return []
+    training = _training_at_chance(finished, initial_loss, label_counts, rules)
+    if training is not None:
+        return [training]
     at_chance = _validation_at_chance(finished, val_label_counts, rules)
-    if at_chance is not None:
-        return [at_chance]
+    return [] if at_chance is None else [at_chance]
+
+
+def _training_at_chance(
+    finished: Sequence[EpochRecord],
+    initial_loss: float,
+    label_counts: Sequence[int] | None,
+    rules: FaultRules,
+) -> Fault | None:
+    """``not_learning`` when the latest training loss is still at the reference and the
+    training accuracy not above the most frequent class's share."""
     prior = label_entropy(label_counts) if label_counts else math.nan
     reference = min(prior, initial_loss) if math.isfinite(prior) else initial_loss
     latest = finished[-1]
     if latest.train_loss < rules.not_learning_fraction * reference:
-        return []
+        return None
     majority = max(label_counts) / sum(label_counts) if label_counts else math.nan
     measured = math.isfinite(latest.train_accuracy) and math.isfinite(majority)
     if measured and latest.train_accuracy > majority + rules.accuracy_margin:
-        return []
+        return None
     what = "the loss of predicting the class frequencies" if reference == prior else "its start"
     accuracy = (
         f" (training accuracy {latest.train_accuracy:.2f}, the most frequent class {majority:.2f})"
@@ -230,15 +242,13 @@ def check_not_learning(
         for e in finished[rules.not_learning_epochs - 1 :]
         if e.train_loss >= rules.not_learning_fraction * reference
     )
-    return [
-        Fault(
-            "not_learning",
-            f"after {len(finished)} epochs the training loss {latest.train_loss:.3g} is "
-            f"{100 * latest.train_loss / reference:.0f}% of {reference:.3g}, {what}{accuracy}",
-            _NOT_LEARNING_ADVICE,
-            since,
-        )
-    ]
+    return Fault(
+        "not_learning",
+        f"after {len(finished)} epochs the training loss {latest.train_loss:.3g} is "
+        f"{100 * latest.train_loss / reference:.0f}% of {reference:.3g}, {what}{accuracy}",
+        _NOT_LEARNING_ADVICE,
+        since,
+    )
 
 
 _NOT_LEARNING_ADVICE = (
@@ -261,7 +271,8 @@ def _validation_at_chance(
         return None
     latest = finished[-1]
     training = (
-        f" while the training accuracy reached {latest.train_accuracy:.2f}"
+        f" while the training accuracy reached {latest.train_accuracy:.2f} (the labels learnt "
+        "by heart?)"
         if math.isfinite(latest.train_accuracy)
         else ""
     )
