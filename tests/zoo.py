@@ -57,7 +57,7 @@ def _timm_takes_size(name: str) -> bool:
 
 
 def every_callback_at_defaults(steps: int | None = None) -> list[pl.Callback]:
-    """All twelve callbacks at their defaults; ``steps`` lowers the optimisation steps of
+    """All thirteen callbacks at their defaults; ``steps`` lowers the optimisation steps of
     InversionMonitor and ClassModelMonitor (what a drawing costs, not which code runs)."""
     cost = {} if steps is None else {"steps": steps}
     return [
