@@ -120,6 +120,9 @@ def test_the_learning_rate_doctor_withholds_its_verdict_on_dead_units(tmp_path: 
     assert doctor.active_findings() == []
     assert doctor.withheld is not None and "dead_units" in doctor.withheld
     assert warned == [f"LearningRateDoctor: {doctor.withheld} (see TrainingDoctor)"]
+    resumed = LearningRateDoctor()
+    resumed.load_state_dict(doctor.state_dict())
+    assert resumed.verdict == "cannot tell" and resumed._said == doctor._said  # said once only
 
 
 def test_a_model_without_class_scores_turns_the_label_checks_off(tmp_path: Path) -> None:

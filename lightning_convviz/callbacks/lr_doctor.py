@@ -208,9 +208,14 @@ class LearningRateDoctor(StepDoctor):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "verdict_streak": [self._held, self._streak]}
+        return {
+            **super().state_dict(),
+            "verdict_streak": [self._held, self._streak],
+            "said": sorted(self._said),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._held, self._streak = state_dict.get("verdict_streak", [None, 0])
+        self._said = set(state_dict.get("said", []))
