@@ -13,7 +13,6 @@ from results import write_section
 
 from lightning_convviz.callbacks.fault_records import FaultRecords
 from lightning_convviz.functional.diagnosis import diagnose_run
-from lightning_convviz.functional.faults import WITHHELD
 from lightning_convviz.functional.lr_judgement import (
     EpochSignals,
     Judgement,
@@ -52,7 +51,7 @@ def judge_again(record: dict[str, Any], rules: JudgementRules | None = None) -> 
         return judgement
     signals = FaultRecords.from_state_dict(record["faults"]).signals
     diagnosis = diagnose_run(signals, steps, judgement, epochs[-1].dead, step=epochs[-1].step)
-    if any(note.startswith(WITHHELD) for note in diagnosis.notes):
+    if diagnosis.withheld is not None:
         return replace(judgement, verdict="cannot tell", findings=(), suggested_lr=None)
     return judgement
 

@@ -32,7 +32,6 @@ from lightning_convviz.functional.sites import Site
 __all__ = [
     "INPUT_BATCHES",
     "NEGLIGIBLE_GRADIENT",
-    "BatchSums",
     "EpochTotals",
     "FaultSignalReader",
 ]
@@ -43,16 +42,6 @@ INPUT_BATCHES = 4
 #: A gradient below this times its parameter's norm moves nothing a float can hold (a bias
 #: before a BatchNorm, whose gradient is zero but for rounding): not a frozen parameter.
 NEGLIGIBLE_GRADIENT = 1e-6
-
-
-@dataclass
-class BatchSums:
-    """Running sums of class scores against labels (:func:`classification_sums`)."""
-
-    sums: torch.Tensor | None = None
-
-    def add(self, sums: torch.Tensor) -> None:
-        self.sums = sums if self.sums is None else self.sums + sums
 
 
 @dataclass(frozen=True)
@@ -80,8 +69,8 @@ class FaultSignalReader:
         self._input_batches = 0
         self._first: torch.Tensor | None = None
         self._first_pending = False
-        self._train = BatchSums()
-        self._val = BatchSums()
+        self._train: torch.Tensor | None = None  # classification_sums, added up
+        self._val: torch.Tensor | None = None
         self._saturation: dict[str, torch.Tensor] = {}
         self._saturation_limits: dict[str, tuple[float, float]] = {}
 
@@ -118,6 +107,11 @@ class FaultSignalReader:
         self._input_batches = 0
         self._first_pending = first_step
 
+    @property
+    def reading_inputs(self) -> bool:
+        """Whether the input check still reads training batches."""
+        return self._input_batches < INPUT_BATCHES
+
     def read_inputs(self, inputs: torch.Tensor | None) -> None:
         """Add a training batch's input channels while the first batches are read."""
         if inputs is None or self._input_batches >= INPUT_BATCHES:
@@ -145,9 +139,9 @@ class FaultSignalReader:
             return
         sums = classification_sums(scores, labels, self.classes)
         if not training:
-            self._val.add(sums)
+            self._val = sums if self._val is None else self._val + sums
             return
-        self._train.add(sums)
+        self._train = sums if self._train is None else self._train + sums
         if self._first_pending:
             self._first = sums[:4]
         self._first_pending = False
@@ -189,8 +183,8 @@ class FaultSignalReader:
         parts = [
             _or_zeros(self._input_sums, 3 * channels, device),
             _or_zeros(self._first, 4, device),
-            _or_zeros(self._train.sums, 4 + classes, device),
-            _or_zeros(self._val.sums, 4 + classes, device),
+            _or_zeros(self._train, 4 + classes, device),
+            _or_zeros(self._val, 4 + classes, device),
         ]
         flags = torch.tensor(
             [float(p is not None) for p in (self._input_sums, self._first)], device=device
@@ -211,7 +205,7 @@ class FaultSignalReader:
         if first_read and first[0] > 0:
             first_batch = (first[2] / first[0], math.sqrt(max(first[3], 0.0) / first[0]))
         self._input_sums = self._first = None
-        self._train, self._val = BatchSums(), BatchSums()
+        self._train = self._val = None
         return EpochTotals(
             moments,
             first_batch,

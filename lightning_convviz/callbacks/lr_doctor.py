@@ -13,7 +13,6 @@ from lightning_convviz.callbacks.fault_records import CONFIRMING_EPOCHS
 from lightning_convviz.callbacks.lr_records import summary_markdown
 from lightning_convviz.callbacks.step_doctor import StepDoctor
 from lightning_convviz.functional.diagnosis import Diagnosis
-from lightning_convviz.functional.faults import WITHHELD
 from lightning_convviz.functional.lr_judgement import (
     Finding,
     Judgement,
@@ -145,8 +144,7 @@ class LearningRateDoctor(StepDoctor):
     def withheld(self) -> str | None:
         """Why the learning-rate verdict is withheld (another fault explains its signals; the
         :class:`~lightning_convviz.TrainingDoctor` names it), else ``None``."""
-        notes = self.diagnosis.notes if self.diagnosis is not None else ()
-        return next((note for note in notes if note.startswith(WITHHELD)), None)
+        return self.diagnosis.withheld if self.diagnosis is not None else None
 
     @property
     def suggested_lr(self) -> float | None:

@@ -210,8 +210,9 @@ class StepDoctor(ConvVizCallback):
         if not self._enabled:
             return
         self._watch_model_output()
-        with contextlib.suppress(ValueError):  # no image batch: no input check
-            self._reader.read_inputs(inputs_from_batch(batch))
+        if self._reader.reading_inputs:
+            with contextlib.suppress(ValueError):  # no image batch: no input check
+                self._reader.read_inputs(inputs_from_batch(batch))
         if not self._measuring(trainer):
             return
         self._random_state = random_state()  # the replay after the step starts from here
@@ -391,6 +392,14 @@ class StepDoctor(ConvVizCallback):
 
     def _judge(self, step: int, *, epoch_end: bool) -> Judgement:
         """Judge again: the learning rate, then every fault; report what changed."""
+        judgement = self._diagnose(step)
+        assert self.diagnosis is not None
+        self._report(judgement, self.diagnosis, epoch_end)
+        return judgement
+
+    def _diagnose(self, step: int) -> Judgement:
+        """The learning-rate judgement and the diagnosis of the signals so far (kept in
+        :attr:`judgement` and :attr:`diagnosis`, each fault dated from its first finding)."""
         judgement = self.judgement = self.records.judge(self.rules)
         latest_dead = self.epochs[-1].dead if self.epochs else {}
         self.diagnosis = self.fault_records.dated(
@@ -403,7 +412,6 @@ class StepDoctor(ConvVizCallback):
                 rules=self.fault_rules,
             )
         )
-        self._report(judgement, self.diagnosis, epoch_end)
         return judgement
 
     # -- what the subclasses say ---------------------------------------------------------------
@@ -441,15 +449,4 @@ class StepDoctor(ConvVizCallback):
         self.records = DoctorRecords.from_state_dict(state_dict)
         self.fault_records = FaultRecords.from_state_dict(state_dict.get("faults", {}))
         if self.epochs:
-            self.judgement = self.records.judge(self.rules)
-            latest_dead = self.epochs[-1].dead
-            self.diagnosis = self.fault_records.dated(
-                diagnose_run(
-                    self.fault_records.signals,
-                    list(self.steps),
-                    self.judgement,
-                    latest_dead,
-                    step=self.epochs[-1].step,
-                    rules=self.fault_rules,
-                )
-            )
+            self._diagnose(self.epochs[-1].step)

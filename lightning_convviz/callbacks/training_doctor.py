@@ -12,7 +12,7 @@ from lightning_convviz.callbacks.fault_records import CONFIRMING_EPOCHS
 from lightning_convviz.callbacks.step_doctor import StepDoctor
 from lightning_convviz.functional.diagnosis import Diagnosis
 from lightning_convviz.functional.faults import FAULT_KINDS, Fault, FaultRules
-from lightning_convviz.functional.lr_judgement import Judgement, JudgementRules
+from lightning_convviz.functional.lr_judgement import Judgement
 
 __all__ = ["TrainingDoctor"]
 
@@ -101,13 +101,8 @@ class TrainingDoctor(StepDoctor):
         super().__init__(
             every_n_steps,
             measurements_per_epoch,
-            JudgementRules.alpha_high,
-            JudgementRules.alpha_low,
-            JudgementRules.dead_fraction_high,
-            JudgementRules.divergence_factor,
-            JudgementRules.explosion_factor,
-            replay_loss,
-            fault_rules,
+            replay_loss=replay_loss,
+            fault_rules=fault_rules,
         )
         #: Every finding warned of and later withdrawn, as it read when withdrawn.
         self.withdrawn: list[Fault] = []

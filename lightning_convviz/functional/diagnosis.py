@@ -10,7 +10,12 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lightning_convviz.functional.faults import Fault, FaultRules, learning_rate_fault
+from lightning_convviz.functional.faults import (
+    WITHHELD,
+    Fault,
+    FaultRules,
+    learning_rate_fault,
+)
 from lightning_convviz.functional.layer_faults import (
     check_dead_units,
     check_exploding_gradients,
@@ -111,6 +116,12 @@ class Diagnosis:
     def kinds(self) -> list[str]:
         """The kinds found, in order."""
         return [fault.kind for fault in self.faults]
+
+    @property
+    def withheld(self) -> str | None:
+        """Why the learning-rate verdict is withheld (another fault explains its signals),
+        else ``None``."""
+        return next((note for note in self.notes if note.startswith(WITHHELD)), None)
 
 
 def diagnose_run(
