@@ -160,7 +160,7 @@ def plans() -> list[Plan]:
 
 
 def run(plan: Plan, log_dir: Path) -> dict[str, Any]:
-    pl.seed_everything(plan.seed, verbose=False)
+    pl.seed_everything(plan.seed)
     model, data = planted_run(
         plan.plant,
         plan.strength,

@@ -31,7 +31,7 @@ def diagnose(
 ) -> tuple[Any, list[str]]:
     """Train on the digits with ``plant`` planted (benchmarks/planted_faults.py) and the
     doctor; the doctor and its warnings."""
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     model, data = planted_run(plant, strength, **settings)
     doctor = doctor or TrainingDoctor()
     _, warned = fit_with_doctor(model, data, doctor, epochs=epochs, log_dir=tmp_path, name="run")
