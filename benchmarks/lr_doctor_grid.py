@@ -1,8 +1,9 @@
 """LearningRateDoctor against outcomes: a grid of architectures, optimizers, learning rates.
 
-Each run trains a model for ``--epochs`` on the digits (32 px) with the doctor at its defaults
-and records the final validation accuracy, the doctor's verdict and suggestion, and every signal
-it measured (so that ``--table`` can judge the recorded signals again, without training).
+Each run trains a model for ``--epochs`` on the digits (32 px; the ``resnet18_photos`` part on
+the photographs, SGD only) with the doctor at its defaults and records the final validation
+accuracy, the doctor's verdict and suggestion, and every signal it measured (so that
+``--table`` can judge the recorded signals again, without training).
 Beside it, Lightning's ``Tuner.lr_find`` at its defaults for each architecture and optimizer.
 
 Labels come from the outcomes only: per architecture and optimizer, the best final accuracy;
@@ -13,7 +14,7 @@ learning rate labelled healthy) widened by a factor of 1.5 either side. With ``-
 same rule also labels each setting by its mean final accuracy over the initialisations, and
 every initialisation's verdicts are scored against both labels.
 
-Usage (``make lr-doctor-grid`` runs three seeds, two processes each, about 1.5 hours on 2 cores)::
+Usage (``make lr-doctor-grid`` runs three seeds, two processes each, about 1.75 hours on 2 cores)::
 
     python benchmarks/lr_doctor_grid.py --runs [--shard 0/2] [--seed 0]  # the runs not recorded
     python benchmarks/lr_doctor_grid.py --table [--seed 0] [--out docs/lr_doctor.md]
@@ -43,7 +44,12 @@ from torch import nn
 
 RECORDS = Path(__file__).parent / "lr_doctor_grid.jsonl"
 EPOCHS = 5
-ARCHITECTURES = ("digits_cnn", "resnet18", "convnext_atto")
+ARCHITECTURES = ("digits_cnn", "resnet18", "convnext_atto", "resnet18_photos")
+#: torchvision's ResNet-18 on the photographs (48 px RGB crops, 14 classes), with SGD and
+#: momentum alone: the setting whose suggestions the digits did not test (a BatchNorm ResNet
+#: whose healthy SGD band lies higher than on the digits).
+PHOTO_ARCHITECTURES = ("resnet18_photos",)
+PHOTO_OPTIMIZERS = ("sgd",)
 LEARNING_RATES = {
     "adam": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
     "adamw": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
@@ -65,23 +71,36 @@ class Setting:
         return f"{self.architecture}/{self.optimizer}/{self.schedule}/{self.lr:g}"
 
 
+def optimizers(architecture: str) -> tuple[str, ...]:
+    """The optimizers an architecture is trained with."""
+    if architecture in PHOTO_ARCHITECTURES:
+        return PHOTO_OPTIMIZERS
+    return tuple(LEARNING_RATES)
+
+
 def settings() -> list[Setting]:
     grid = [
         Setting(arch, optimizer, lr)
         for arch in ARCHITECTURES
-        for optimizer, rates in LEARNING_RATES.items()
-        for lr in rates
+        for optimizer in optimizers(arch)
+        for lr in LEARNING_RATES[optimizer]
     ]
     grid += [
         Setting(arch, "adamw", peak, "warmup_cosine")
         for arch in ARCHITECTURES
+        if arch not in PHOTO_ARCHITECTURES
         for peak in SCHEDULE_PEAKS
     ]
     return grid
 
 
 def network(architecture: str) -> nn.Module:
-    """A freshly initialised classifier of 1 x 32 x 32 digits (seeded by the caller)."""
+    """A freshly initialised classifier of 1 x 32 x 32 digits (or of the photographs' 3 x 48 x
+    48 crops, 14 classes; seeded by the caller)."""
+    if architecture == "resnet18_photos":
+        import torchvision
+
+        return torchvision.models.resnet18(num_classes=14)
     if architecture == "digits_cnn":
         from lightning_convviz.demo import DigitsConvNet
 
@@ -159,12 +178,10 @@ def train(setting: Setting, epochs: int, log_dir: Path, seed: int = 0) -> dict[s
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from lightning_convviz import LearningRateDoctor
-    from lightning_convviz.data import DigitsDataModule
 
     quiet()
     pl.seed_everything(seed)  # the initialisation; the data split stays
-    data = DigitsDataModule(batch_size=64, image_size=32)
-    steps_per_epoch = 23
+    data, steps_per_epoch = data_for(setting.architecture)
     model = module_for(setting, epochs, steps_per_epoch)
     doctor = LearningRateDoctor()
     trainer = pl.Trainer(
@@ -197,17 +214,31 @@ def train(setting: Setting, epochs: int, log_dir: Path, seed: int = 0) -> dict[s
     }
 
 
+def data_for(architecture: str) -> tuple[Any, int]:
+    """The data module an architecture trains on, and its training steps per epoch."""
+    if architecture in PHOTO_ARCHITECTURES:
+        from lightning_convviz.data.photos import PhotoCropsDataModule
+        from lightning_convviz.demo import DATASETS
+
+        photos = PhotoCropsDataModule(
+            batch_size=64, train_crops_per_photo=100, **DATASETS["photos"].data
+        )
+        return photos, math.ceil(14 * 100 / 64)
+    from lightning_convviz.data import DigitsDataModule
+
+    return DigitsDataModule(batch_size=64, image_size=32), 23
+
+
 def lr_find(architecture: str, optimizer: str, seed: int = 0) -> dict[str, Any]:
     """Lightning's learning-rate finder at its defaults (100 steps from 1e-8 to 1)."""
     import pytorch_lightning as pl
     from pytorch_lightning.tuner import Tuner
 
-    from lightning_convviz.data import DigitsDataModule
-
     quiet()
     pl.seed_everything(seed)
     setting = Setting(architecture, optimizer, 1e-3)
-    model = module_for(setting, EPOCHS, 23)
+    data, steps_per_epoch = data_for(architecture)
+    model = module_for(setting, EPOCHS, steps_per_epoch)
     trainer = pl.Trainer(
         max_epochs=EPOCHS,
         logger=False,
@@ -215,7 +246,7 @@ def lr_find(architecture: str, optimizer: str, seed: int = 0) -> dict[str, Any]:
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    found = Tuner(trainer).lr_find(model, datamodule=DigitsDataModule(batch_size=64))
+    found = Tuner(trainer).lr_find(model, datamodule=data)
     suggestion = found.suggestion() if found is not None else None
     return {
         "lr_find": True,
@@ -260,7 +291,7 @@ def run_grid(
         (arch, optimizer)
         for arch in ARCHITECTURES
         if only in (None, arch)
-        for optimizer in LEARNING_RATES
+        for optimizer in optimizers(arch)
         if (arch, optimizer) not in found
     ]
     for index, job in enumerate(jobs):
