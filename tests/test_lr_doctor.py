@@ -63,10 +63,10 @@ def test_sgd_1e_4_is_too_low_because_its_steps_barely_move(tmp_path: Path) -> No
         r"steps barely move: alpha -[01]\.\d\d over the last \d+ measurements at lr 0\.0001",
         doctor.summary(),
     )
-    # how far up the parabolas put the rate is a training outcome of this CPU's float kernels
-    # (1.1e-3 with AVX-512, 7.6e-4 with AVX2, 3e-3 with the plain kernels, where the steps
-    # show no curvature and the fixed 30x applies): the promise is up, by at least 2x and at
-    # most 100x, with the reason said
+    # how far up is a training outcome of this CPU's float kernels (the parabolas said 1.1e-3
+    # with AVX-512, 7.6e-4 with AVX2, 3e-3 with the plain kernels, where the steps show no
+    # curvature; the update/weight ratio's floor may ask for more): the promise is up, by at
+    # least 2x and at most 100x, with the reason said
     assert doctor.suggested_lr is not None and 2e-4 <= doctor.suggested_lr <= 1e-2
     assert re.search(r"try about [0-9.e-]+ \(\d+(\.\d)?x the learning rate: ", doctor.summary())
 

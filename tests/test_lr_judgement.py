@@ -3,6 +3,7 @@ quadratic model, and the rules on recorded signal histories (no Trainer)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -79,6 +80,45 @@ def test_barely_moving_steps_are_too_low_and_the_suggestion_is_higher() -> None:
     judgement = judge_learning_rate(steps(-0.99, lr=1e-5), epochs([2.3, 2.29, 2.28]))
     assert judgement.verdict == "too low"
     assert judgement.suggested_lr is not None and judgement.suggested_lr > 1e-5
+
+
+def test_a_slow_run_s_suggestion_brings_its_update_ratio_up_to_the_target() -> None:
+    """The parabolas at alpha -0.9 ask for 12x; updates of 2e-5 of the weights need 50x to
+    reach 1e-3: the larger factor is suggested, and the note says why."""
+    slow = [dataclasses.replace(s, update_ratio=2e-5) for s in steps(-0.9, lr=1e-4)]
+    judgement = judge_learning_rate(slow, epochs([2.3, 2.29, 2.28]))
+    assert judgement.verdict == "too low"
+    assert judgement.suggested_lr == pytest.approx(1e-4 * 50)
+    assert any(
+        "(50x the learning rate: to bring the update/weight ratio from 2e-05 to about 0.001)" in n
+        for n in judgement.notes
+    )
+
+
+def test_the_factor_is_written_without_an_exponent() -> None:
+    """The largest change reads 100x, not 1e+02x."""
+    stuck = [dataclasses.replace(s, update_ratio=1e-7) for s in steps(-0.99, lr=1e-5)]
+    judgement = judge_learning_rate(stuck, epochs([2.3, 2.29, 2.28]))
+    assert any("(100x the learning rate: " in n for n in judgement.notes), judgement.notes
+
+
+def test_the_parabolas_stand_where_they_ask_for_more_than_the_update_ratio() -> None:
+    judgement = judge_learning_rate(steps(-0.9, lr=1e-4), epochs([2.3, 2.29, 2.28]))
+    assert judgement.suggested_lr == pytest.approx(1e-4 * 1.2 / 0.1)
+    assert judgement.suggested_lr == pytest.approx(
+        judge_learning_rate(
+            steps(-0.9, lr=1e-4),
+            epochs([2.3, 2.29, 2.28]),
+            rules=JudgementRules(update_ratio_target=0.0),
+        ).suggested_lr
+    )
+
+
+def test_a_too_high_suggestion_ignores_the_update_ratio_target() -> None:
+    fast = [dataclasses.replace(s, update_ratio=1e-6) for s in steps(3.0, lr=0.03)]
+    judgement = judge_learning_rate(fast, epochs([2.3, 2.29, 2.28]))
+    assert judgement.verdict == "too high"
+    assert judgement.suggested_lr is not None and judgement.suggested_lr < 0.03
 
 
 def test_too_few_measurements_give_no_step_size_verdict() -> None:

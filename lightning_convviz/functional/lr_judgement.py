@@ -121,6 +121,11 @@ class JudgementRules:
         smallest_change: ... and by at least this factor (a change the user will notice).
         fallback_change: The factor suggested when the parabolas cannot say (a loss that blew
             up, dead filters, steps too short to show any curvature).
+        update_ratio_target: A "too low" suggestion moves the learning rate at least as far as
+            brings the recent steps' update/weight ratio (median over layers) up to this: the
+            CS231n notes' rule of thumb (about 1e-3). The parabolas of a slow run see only its
+            own curvature, and a faster run of a BatchNorm network meets a flatter one: from
+            SGD at 1e-4 on the photographs they ask for 15x where the healthy band is 30-100x.
         rise_factor: An epoch's mean loss above this times the first measured loss: the
             first steps threw the network out of its initial basin (too high).
         step_rise: A measured step that raises its own batch's loss by more than this
@@ -145,6 +150,7 @@ class JudgementRules:
     largest_change: float = 100.0
     smallest_change: float = 2.0
     fallback_change: float = 30.0
+    update_ratio_target: float = 1e-3
     rise_factor: float = 1.2
     step_rise: float = 0.2
     step_rise_loss_fraction: float = 0.9
@@ -359,7 +365,9 @@ def _factor(
     step size is the evidence (the update scales with the learning rate, so a step ``k`` times
     longer reads ``alpha' = k (1 + alpha) - 1``; the median over the steps), else a fixed
     factor (dead filters, or steps too short to show any curvature), the further down the
-    higher the loss blew up (``rise``: the largest epoch loss over the first measured one)."""
+    higher the loss blew up (``rise``: the largest epoch loss over the first measured one);
+    a "too low" factor at least as large as brings the update/weight ratio to
+    ``update_ratio_target``."""
     greedy = _greedy_factors(judged)
     if greedy and len(greedy) * 2 >= len(judged):
         factor = statistics.median(greedy) * (1.0 + rules.alpha_target)
@@ -370,10 +378,20 @@ def _factor(
     else:
         factor = 1.0 / (rules.fallback_change * max(rise, 1.0))
         how = "the further down the higher the loss went"
+    ratios = [s.update_ratio for s in judged if math.isfinite(s.update_ratio)]
+    ratio = statistics.median(ratios) if ratios else math.nan
+    if verdict == "too low" and ratio > 0 and factor * ratio < rules.update_ratio_target:
+        factor = rules.update_ratio_target / ratio
+        how = (
+            f"to bring the update/weight ratio from {ratio:.1g} to about "
+            f"{rules.update_ratio_target:g}"
+        )
     factor = min(max(factor, 1.0 / rules.largest_change), rules.largest_change)
     smallest = rules.smallest_change
     factor = min(factor, 1.0 / smallest) if verdict == "too high" else max(factor, smallest)
-    return factor, f"{factor:.2g}x the learning rate: {how}"
+    # 100x, not 1e+02x: two significant digits without an exponent
+    written = f"{factor:.0f}" if factor >= 10 else f"{factor:.2g}"
+    return factor, f"{written}x the learning rate: {how}"
 
 
 def _step_raised_loss(
