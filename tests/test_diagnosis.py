@@ -87,6 +87,43 @@ def test_units_dead_from_the_start_explain_the_loss_at_chance_and_the_learning_r
     assert any(note.startswith("no learning-rate verdict: dead_units") for note in diagnosis.notes)
 
 
+def gradients(first_to_last: list[float]) -> RunSignals:
+    """A loss at chance whose first layer's relative gradient is ``first_to_last`` of the
+    last layer's at each of the measured steps 0, 10, 20, ..."""
+    signals = at_chance()
+    signals.measured_steps = [10 * i for i in range(len(first_to_last))]
+    signals.relative_gradients = [{"conv1": r * 1e-2, "fc": 1e-2} for r in first_to_last]
+    return signals
+
+
+def test_gradients_lost_after_the_first_steps_at_a_rate_too_high_are_the_learning_rate() -> None:
+    """ConvNeXt-Atto with Adam at 0.1 on the learning-rate grid: the first layer's gradient is
+    2x the last's at step 0, then 1e-8 of it once the first updates threw the network off."""
+    signals = gradients([2.0] + [1e-8] * 9)
+    diagnosis = diagnose_run(signals, [step(i) for i in range(8)], TOO_HIGH, {}, step=90)
+    assert diagnosis.kinds == ["lr_too_high"]
+    assert any(
+        "vanished from step 10 on" in note and "learning rate's findings explain it" in note
+        for note in diagnosis.notes
+    ), diagnosis.notes
+
+
+def test_gradients_that_vanish_from_the_first_step_withhold_a_verdict_too_high() -> None:
+    """The deep sigmoid network: 1e-7 from the first measurement on."""
+    diagnosis = diagnose_run(
+        gradients([1e-7] * 10), [step(i) for i in range(8)], TOO_HIGH, {}, step=90
+    )
+    assert diagnosis.kinds == ["vanishing_gradients"]
+    assert diagnosis.withheld is not None and "vanishing_gradients" in diagnosis.withheld
+
+
+def test_gradients_lost_later_without_a_rate_too_high_stay_vanishing_gradients() -> None:
+    diagnosis = diagnose_run(
+        gradients([2.0] + [1e-8] * 9), [step(i) for i in range(8)], TOO_LOW, {}, step=90
+    )
+    assert diagnosis.kinds == ["vanishing_gradients"]
+
+
 def test_faults_come_in_the_vocabulary_order_with_the_learning_rate_first() -> None:
     steps = [StepSignals(i, 0.1, None, 1e-3, math.inf if i == 3 else 1.0) for i in range(4)]
     exploding = diagnose_run(RunSignals(), steps, TOO_HIGH, {}, step=40)

@@ -22,6 +22,7 @@ from lightning_convviz.functional.layer_faults import (
     check_frozen_parameters,
     check_saturation,
     check_vanishing_gradients,
+    gradients_flowed_at_first,
 )
 from lightning_convviz.functional.lr_judgement import Judgement, StepSignals
 from lightning_convviz.functional.run_faults import (
@@ -195,12 +196,38 @@ def diagnose_run(
         faults += check_class_imbalance(
             counts, step=step, class_names=signals.class_names, rules=rules
         )
+    faults = _vanishing_explained(faults, signals, judgement, rules, notes)
     faults = _not_learning_explained(faults, steps, judgement, rules, notes)
     learning_rate, withheld = learning_rate_fault(judgement, faults, step=step)
     if withheld is not None:
         notes.append(withheld)
     ordered = ([learning_rate] if learning_rate is not None else []) + faults
     return Diagnosis(tuple(ordered), tuple(notes))
+
+
+def _vanishing_explained(
+    faults: list[Fault],
+    signals: RunSignals,
+    judgement: Judgement,
+    rules: FaultRules,
+    notes: list[str],
+) -> list[Fault]:
+    """``faults`` without ``vanishing_gradients`` where a learning rate judged too high lost
+    them: the first measurements saw the gradient reach the first layer, and it vanished
+    after steps that overshot (a network thrown off by its first updates, not one built or
+    initialised to lose its gradients)."""
+    vanishing = next((f for f in faults if f.kind == "vanishing_gradients"), None)
+    if (
+        vanishing is None
+        or judgement.verdict != "too high"
+        or not gradients_flowed_at_first(signals.relative_gradients, rules)
+    ):
+        return faults
+    notes.append(
+        f"the gradients vanished from step {vanishing.step} on, after the first measurements "
+        "saw them reach the first layer: the learning rate's findings explain it"
+    )
+    return [f for f in faults if f is not vanishing]
 
 
 def _not_learning_explained(

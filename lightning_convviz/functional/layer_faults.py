@@ -21,6 +21,8 @@ __all__ = [
     "check_frozen_parameters",
     "check_saturation",
     "check_vanishing_gradients",
+    "first_to_last_ratios",
+    "gradients_flowed_at_first",
 ]
 
 
@@ -47,18 +49,7 @@ def check_vanishing_gradients(
         One ``vanishing_gradients`` fault, or none.
     """
     rules = rules or FaultRules()
-    ratios: list[float] = []
-    for layers in relative_gradients:
-        values = list(layers.values())
-        # a first layer with no gradient at all is dead or frozen, not vanishing
-        if (
-            len(values) < 2
-            or not all(math.isfinite(v) for v in values)
-            or min(values[0], values[-1]) <= 0
-        ):
-            ratios.append(math.nan)
-        else:
-            ratios.append(values[0] / values[-1])
+    ratios = first_to_last_ratios(relative_gradients)
     recent = [r for r in ratios[-rules.gradient_window :] if math.isfinite(r)]
     if (
         len(recent) < min(rules.gradient_window, 3)
@@ -80,6 +71,45 @@ def check_vanishing_gradients(
             since,
         )
     ]
+
+
+def first_to_last_ratios(relative_gradients: Sequence[Mapping[str, float]]) -> list[float]:
+    """At each measured step, the first layer's relative gradient over the last layer's (NaN
+    where it cannot be read: fewer than two layers, a non-finite value, or a layer with no
+    gradient at all, which is dead or frozen, not vanishing).
+
+    Example:
+        >>> first_to_last_ratios([{"conv1": 0.5, "fc": 2.0}, {"conv1": 0.0, "fc": 2.0}])
+        [0.25, nan]
+    """
+    ratios: list[float] = []
+    for layers in relative_gradients:
+        values = list(layers.values())
+        if (
+            len(values) < 2
+            or not all(math.isfinite(v) for v in values)
+            or min(values[0], values[-1]) <= 0
+        ):
+            ratios.append(math.nan)
+        else:
+            ratios.append(values[0] / values[-1])
+    return ratios
+
+
+def gradients_flowed_at_first(
+    relative_gradients: Sequence[Mapping[str, float]], rules: FaultRules | None = None
+) -> bool:
+    """Whether the first readable measurement showed the gradient reaching the first layer
+    (a first-to-last ratio of at least ``vanishing_ratio``): gradients that vanish later were
+    lost in training, not by the network's build or initialisation.
+
+    Example:
+        >>> gradients_flowed_at_first([{"conv1": 1e-2, "fc": 1e-2}, {"conv1": 1e-9, "fc": 1e-2}])
+        True
+    """
+    rules = rules or FaultRules()
+    first = next((r for r in first_to_last_ratios(relative_gradients) if math.isfinite(r)), None)
+    return first is not None and first >= rules.vanishing_ratio
 
 
 def check_exploding_gradients(
