@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import math
 
-from lightning_convviz.callbacks.fault_records import CONFIRMING_EPOCHS, FaultRecords
+import pytest
+
+from lightning_convviz.callbacks.fault_records import (
+    CONFIRMING_EPOCHS,
+    KEPT_MEASUREMENTS,
+    FaultRecords,
+)
 from lightning_convviz.callbacks.fault_signals import EpochTotals
 from lightning_convviz.functional import (
     Diagnosis,
@@ -185,6 +191,22 @@ def test_a_measured_step_counts_parameters_unchanged_in_a_row() -> None:
     assert records.signals.unchanged_steps == {}
     assert records.signals.relative_gradients[-1] == {"conv": 0.1}
     assert records.signals.saturated_shares[-1] == {}
+
+
+def test_the_first_gradient_ratio_outlives_the_measurements_kept() -> None:
+    """A run long enough to drop its oldest measurements still knows that the gradient reached
+    the first layer at first: a rate too high that lost it later stays the learning rate's."""
+    records = FaultRecords()
+    layout = {"weights": ["conv1", "fc"], "parameters": [], "saturating": []}
+    records.add_step(step(0), [2e-2, 1e-2], **layout)
+    for index in range(1, KEPT_MEASUREMENTS + 5):
+        records.add_step(step(index), [1e-10, 1e-2], **layout)
+    signals = FaultRecords.from_state_dict(records.state_dict()).signals
+    assert len(signals.relative_gradients) == KEPT_MEASUREMENTS
+    assert signals.first_gradient_ratio == pytest.approx(2.0)
+    signals.epochs = at_chance().epochs
+    diagnosis = diagnose_run(signals, [step(i) for i in range(8)], TOO_HIGH, {}, step=9999)
+    assert "vanishing_gradients" not in diagnosis.kinds and "lr_too_high" in diagnosis.kinds
 
 
 def test_epoch_totals_become_losses_accuracy_and_label_counts() -> None:

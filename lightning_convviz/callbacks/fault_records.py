@@ -11,6 +11,7 @@ from typing import Any
 from lightning_convviz.callbacks.fault_signals import EpochTotals
 from lightning_convviz.functional.diagnosis import Diagnosis, RunSignals
 from lightning_convviz.functional.faults import Fault, FaultKind
+from lightning_convviz.functional.layer_faults import first_to_last_ratios
 from lightning_convviz.functional.lr_judgement import StepSignals
 from lightning_convviz.functional.run_faults import EpochRecord
 
@@ -75,6 +76,8 @@ class FaultRecords:
         shares = values[len(weights) + len(parameters) :][: len(saturating)]
         signals.measured_steps.append(step.step)
         signals.relative_gradients.append(dict(zip(weights, relative, strict=True)))
+        if not math.isfinite(signals.first_gradient_ratio):
+            signals.first_gradient_ratio = first_to_last_ratios(signals.relative_gradients[-1:])[0]
         signals.saturated_shares.append(dict(zip(saturating, shares, strict=True)))
         for kept in (
             signals.measured_steps,

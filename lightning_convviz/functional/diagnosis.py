@@ -76,6 +76,9 @@ class RunSignals:
             at its asymptotes.
         initial_dead: Per layer, ``(dead units, units)`` over the first epoch's measured steps.
         initial_dead_step: The first step of those measurements.
+        first_gradient_ratio: The first layer's relative gradient over the last layer's at the
+            first measured step where it could be read (kept when older measurements are
+            dropped; NaN until then).
         outside_optimizer: Trainable parameters in no optimizer param group.
         unchanged_steps: Per parameter, measured steps in a row that left it unchanged while it
             had a gradient and others moved.
@@ -95,6 +98,7 @@ class RunSignals:
     saturated_shares: list[dict[str, float]] = field(default_factory=list)
     initial_dead: dict[str, tuple[int, int]] = field(default_factory=dict)
     initial_dead_step: int = 0
+    first_gradient_ratio: float = math.nan
     outside_optimizer: list[str] = field(default_factory=list)
     unchanged_steps: dict[str, int] = field(default_factory=dict)
 
@@ -217,17 +221,21 @@ def _vanishing_explained(
     after steps that overshot (a network thrown off by its first updates, not one built or
     initialised to lose its gradients)."""
     vanishing = next((f for f in faults if f.kind == "vanishing_gradients"), None)
-    if (
-        vanishing is None
-        or judgement.verdict != "too high"
-        or not gradients_flowed_at_first(signals.relative_gradients, rules)
-    ):
+    if vanishing is None or judgement.verdict != "too high" or not _flowed_at_first(signals, rules):
         return faults
     notes.append(
         f"the gradients vanished from step {vanishing.step} on, after the first measurements "
         "saw them reach the first layer: the learning rate's findings explain it"
     )
     return [f for f in faults if f is not vanishing]
+
+
+def _flowed_at_first(signals: RunSignals, rules: FaultRules) -> bool:
+    """Whether the first readable measurement saw the gradient reach the first layer (the kept
+    first ratio; else the oldest measurement still kept)."""
+    if math.isfinite(signals.first_gradient_ratio):
+        return signals.first_gradient_ratio >= rules.vanishing_ratio
+    return gradients_flowed_at_first(signals.relative_gradients, rules)
 
 
 def _not_learning_explained(
