@@ -80,6 +80,7 @@ SHORT = {
     "ClassModelMonitor": "class model",
     "AttributePerformanceMonitor": "attributes",
     "LearningRateDoctor": "lr doctor",
+    "TrainingDoctor": "doctor",
 }
 
 
