@@ -4,7 +4,9 @@ on measured steps each weight's relative gradient, each parameter's change and e
 activation's share at its asymptotes.
 
 Everything stays on the device as sums until an epoch's end (one collective, one host copy) or a
-measured step (joined to the learning-rate measurement's own copy).
+measured step (joined to the learning-rate measurement's own copy). The class scores of a few
+batches are copied and summed together: the dozen small operations of a sum cost more than the
+copy on a fast small model, where each batch's would be a few percent of the step.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ INPUT_BATCHES = 4
 #: before a BatchNorm, whose gradient is zero but for rounding): not a frozen parameter.
 NEGLIGIBLE_GRADIENT = 1e-6
 
+#: The class scores of at most this many batches are summed together ...
+SCORE_BATCHES_PER_SUM = 16
+#: ... and of at most this many values (a megabyte or two of device memory held).
+SCORE_VALUES_PER_SUM = 1 << 20
+
 
 @dataclass(frozen=True)
 class EpochTotals:
@@ -71,6 +78,11 @@ class FaultSignalReader:
         self._first_pending = False
         self._train: torch.Tensor | None = None  # classification_sums, added up
         self._val: torch.Tensor | None = None
+        # batches whose scores and labels are copied but not yet summed, by training or not
+        self._unsummed: dict[bool, list[tuple[torch.Tensor, torch.Tensor]]] = {
+            True: [],
+            False: [],
+        }
         self._saturation: dict[str, torch.Tensor] = {}
         self._saturation_limits: dict[str, tuple[float, float]] = {}
 
@@ -103,9 +115,12 @@ class FaultSignalReader:
 
     def start_run(self, first_step: bool) -> None:
         """At the start of fit: the input check reads the next batches; the first batch's
-        loss is read when the run starts at step 0 (not on a resume)."""
+        loss is read when the run starts at step 0 (not on a resume); what a fit that stopped
+        within an epoch left unread is dropped."""
         self._input_batches = 0
         self._first_pending = first_step
+        self._input_sums = self._first = self._train = self._val = None
+        self._unsummed = {True: [], False: []}
 
     @property
     def reading_inputs(self) -> bool:
@@ -126,7 +141,7 @@ class FaultSignalReader:
 
     def read_batch(self, batch: Any, training: bool) -> None:
         """Add the kept class scores against the batch's labels (the scores are then
-        forgotten)."""
+        forgotten); copies of them wait to be summed with the next batches'."""
         scores, self._scores = self._scores, None
         if scores is None:
             return
@@ -137,14 +152,31 @@ class FaultSignalReader:
             self.classes = int(scores.shape[1])
         if scores.shape[1] != self.classes:
             return
-        sums = classification_sums(scores, labels, self.classes)
-        if not training:
-            self._val = sums if self._val is None else self._val + sums
-            return
-        self._train = sums if self._train is None else self._train + sums
-        if self._first_pending:
+        if training and self._first_pending:  # the run's first batch, read on its own
+            self._first_pending = False
+            sums = classification_sums(scores, labels, self.classes)
             self._first = sums[:4]
-        self._first_pending = False
+            self._train = sums if self._train is None else self._train + sums
+            return
+        # copies: a compiled model's outputs may be overwritten by its next call
+        unsummed = self._unsummed[training]
+        unsummed.append((scores.clone(), labels.clone()))
+        values = sum(s.numel() for s, _ in unsummed)
+        if len(unsummed) >= SCORE_BATCHES_PER_SUM or values >= SCORE_VALUES_PER_SUM:
+            self._sum_scores(training)
+
+    def _sum_scores(self, training: bool) -> None:
+        """Add the waiting batches' classification sums to the epoch's."""
+        unsummed, self._unsummed[training] = self._unsummed[training], []
+        if not unsummed or self.classes is None:
+            return
+        scores = torch.cat([s for s, _ in unsummed])
+        labels = torch.cat([labels.to(scores.device) for _, labels in unsummed])
+        sums = classification_sums(scores, labels, self.classes)
+        if training:
+            self._train = sums if self._train is None else self._train + sums
+        else:
+            self._val = sums if self._val is None else self._val + sums
 
     def forget_scores(self) -> None:
         self._scores = None
@@ -178,6 +210,8 @@ class FaultSignalReader:
     def epoch_totals(self, trainer: Trainer, device: torch.device) -> EpochTotals:
         """The epoch's sums over every rank in one collective and one host copy; the sums
         start again."""
+        self._sum_scores(training=True)
+        self._sum_scores(training=False)
         classes = self.classes or 0
         channels = self.input_channels or 0
         parts = [
