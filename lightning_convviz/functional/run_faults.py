@@ -320,7 +320,7 @@ def check_overfitting(
             and now.val_loss >= (1 + rules.overfit_rise) * best.val_loss
             and now.train_loss < best.train_loss
             and now.val_loss - now.train_loss > best.val_loss - best.train_loss
-            and not _accuracy_still_rising(measured[: index + 1], best, now, rules)
+            and not _accuracy_still_rising(measured[: index + 1], now, rules)
         ):
             return [
                 Fault(
@@ -337,7 +337,7 @@ def check_overfitting(
 
 
 def _accuracy_still_rising(
-    epochs: Sequence[EpochRecord], best: EpochRecord, now: EpochRecord, rules: FaultRules
+    epochs: Sequence[EpochRecord], now: EpochRecord, rules: FaultRules
 ) -> bool:
     """Whether the validation accuracy rose by more than ``accuracy_margin`` over the last
     ``overfit_epochs`` epochs (above all it had reached before them)."""
