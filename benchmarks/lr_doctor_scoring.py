@@ -99,9 +99,12 @@ def suggestion_right(suggested: float | None, band: tuple[float, float]) -> bool
 
 
 def score(runs: list[dict[str, Any]], rules: JudgementRules | None = None) -> dict[str, Any]:
-    """Verdicts right, suggestions right, per architecture and overall."""
+    """Verdicts right, suggestions right, per architecture and overall: ``suggestions`` over
+    every run labelled too low or too high (a verdict of healthy, which suggests nothing, a
+    miss), ``made`` over the suggestions the doctor made on them."""
     verdicts: dict[str, list[bool]] = defaultdict(list)
     suggestions: dict[str, list[bool]] = defaultdict(list)
+    made: dict[str, list[bool]] = defaultdict(list)
     for run in runs:
         judgement = judge_again(run, rules)
         run["judged"] = judgement
@@ -114,7 +117,10 @@ def score(runs: list[dict[str, Any]], rules: JudgementRules | None = None) -> di
             hit = suggestion_right(judgement.suggested_lr, run["band"])
             suggestions[run["architecture"]].append(hit)
             suggestions["all"].append(hit)
-    return {"verdicts": verdicts, "suggestions": suggestions}
+            if judgement.suggested_lr is not None:
+                made[run["architecture"]].append(hit)
+                made["all"].append(hit)
+    return {"verdicts": verdicts, "suggestions": suggestions, "made": made}
 
 
 def report(records: list[dict[str, Any]], out: Path | None = None, title: str = "") -> str:
@@ -142,13 +148,13 @@ def report(records: list[dict[str, Any]], out: Path | None = None, title: str = 
             f"{run['accuracy']:.3f} | {run['label'] or '-'} | {judged.verdict} | "
             f"{'' if suggested is None else f'{suggested:.2g}'} | {right} |"
         )
-    summary = ["| architecture | verdicts right | suggestions in band |", "|---|---|---|"]
+    summary = [
+        "| architecture | verdicts right | suggestions in band | of the suggestions made |",
+        "|---|---|---|---|",
+    ]
     for arch in [*sorted({r["architecture"] for r in runs}), "all"]:
-        v, s = scores["verdicts"][arch], scores["suggestions"][arch]
-        summary.append(
-            f"| {arch} | {sum(v)} / {len(v)} ({100 * sum(v) / max(len(v), 1):.0f}%) | "
-            f"{sum(s)} / {len(s)} ({100 * sum(s) / max(len(s), 1):.0f}%) |"
-        )
+        v, s, m = (scores[key][arch] for key in ("verdicts", "suggestions", "made"))
+        summary.append(f"| {arch} | {_share(v)} | {_share(s)} | {_share(m)} |")
     anchor = [
         "| architecture | optimizer | healthy band | lr_find suggests | in band? |",
         "|---|---|---|---|---|",
@@ -215,8 +221,9 @@ def report_seeds(
     rows = [
         "| initialisation | labels from | verdicts right | "
         + " | ".join(ARCHITECTURE_NAMES.values())
-        + " | suggestions in band | of them ResNet-18 photographs | lr_find in band |",
-        "|---|---|---|" + "---|" * len(ARCHITECTURE_NAMES) + "---|---|---|",
+        + " | suggestions in band | of the suggestions made | of them ResNet-18 photographs "
+        "| lr_find in band |",
+        "|---|---|---|" + "---|" * len(ARCHITECTURE_NAMES) + "---|---|---|---|",
     ]
     verdicts_by_seed: dict[int, dict[tuple[str, str, str, float], str]] = {}
     for seed, records in sorted(by_seed.items()):
@@ -243,7 +250,7 @@ def report_seeds(
             cells = [_share(scores["verdicts"][arch]) for arch in ("all", *ARCHITECTURE_NAMES)]
             rows.append(
                 f"| seed {seed} | {labels_from} | {' | '.join(cells)} | "
-                f"{_share(scores['suggestions']['all'])} | "
+                f"{_share(scores['suggestions']['all'])} | {_share(scores['made']['all'])} | "
                 f"{_share(scores['suggestions']['resnet18_photos'])} | {_share(finder_hits)} |"
             )
     table = [
