@@ -99,8 +99,8 @@ zoo: install
 	$(PY) benchmarks/model_zoo.py --out docs/zoo.md
 
 # LearningRateDoctor against outcomes: 3 architectures x 3 optimizers x 9 learning rates and
-# schedules on the digits, ResNet-18 with SGD on the photographs, three initialisations, beside lr_find (about 1.75 hours on 2 cores; recorded runs
-# are kept)
+# schedules on the digits, ResNet-18 with SGD on the photographs, three initialisations, beside
+# lr_find (about 1.75 hours on 2 cores; recorded runs are kept)
 lr-doctor-grid: install
 	for seed in 0 1 2; do \
 		$(PY) benchmarks/lr_doctor_grid.py --runs --seed $$seed --shard 0/2 & \
@@ -111,7 +111,7 @@ lr-doctor-grid: install
 	$(PY) benchmarks/lr_doctor_cost.py
 
 # TrainingDoctor against faults planted in the digits and photographs demos beside healthy runs
-# (about 15 minutes on 2 cores; recorded runs are kept, --again reruns them)
+# (about 12 minutes on 2 cores; recorded runs are kept, --again reruns them)
 doctor-grid: install
 	$(PY) benchmarks/doctor_grid.py --runs
 	$(PY) benchmarks/doctor_grid.py --table --out docs/doctor.md
