@@ -156,7 +156,7 @@ class FaultSignalReader:
             self._first_pending = False
             sums = classification_sums(scores, labels, self.classes)
             self._first = sums[:4]
-            self._train = sums if self._train is None else self._train + sums
+            self._add_sums(sums, training=True)
             return
         # copies: a compiled model's outputs may be overwritten by its next call
         unsummed = self._unsummed[training]
@@ -172,7 +172,9 @@ class FaultSignalReader:
             return
         scores = torch.cat([s for s, _ in unsummed])
         labels = torch.cat([labels.to(scores.device) for _, labels in unsummed])
-        sums = classification_sums(scores, labels, self.classes)
+        self._add_sums(classification_sums(scores, labels, self.classes), training)
+
+    def _add_sums(self, sums: torch.Tensor, training: bool) -> None:
         if training:
             self._train = sums if self._train is None else self._train + sums
         else:
