@@ -18,6 +18,7 @@ __all__ = [
     "cell_grid",
     "channel_activity_image",
     "colorize",
+    "correspondence_pairs",
     "filter_grid",
     "heat_overlay",
     "heat_overlays",
@@ -320,3 +321,76 @@ def cell_grid(pictures: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
                     :, row * height : (row + 1) * height, column * width : (column + 1) * width
                 ] = pictures[index].cpu()
     return canvas
+
+
+#: Colours of a match within the tolerance and of one beyond it.
+MATCH_RGB = (40, 200, 70)
+MISS_RGB = (230, 40, 40)
+
+
+def correspondence_pairs(
+    images: torch.Tensor,
+    warped: torch.Tensor,
+    points: torch.Tensor,
+    matched: torch.Tensor,
+    scored: torch.Tensor,
+    correct: torch.Tensor,
+    captions: list[str],
+    side: int = 160,
+    max_lines: int = 48,
+) -> np.ndarray:
+    """Each image beside its warped copy, with a line from each scored point to its match:
+    green within the tolerance, red beyond. One row per image, captioned.
+
+    Args:
+        images: ``N x C x H x W`` model inputs.
+        warped: Their warped copies, the same shape.
+        points: ``(P, 2)`` pixel coordinates ``(x, y)`` of the points in each image.
+        matched: ``(N, P, 2)`` where each was matched in the copy.
+        scored: ``(N, P)`` which points are drawn (those inside the copy).
+        correct: ``(N, P)`` which matches are right.
+        captions: One line per row, written under it.
+        side: The longer side of each shown image, in pixels.
+        max_lines: At most this many lines per row (evenly spaced among the scored points).
+
+    Returns:
+        A ``H x W x 3`` uint8 picture.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    count, _, height, width = images.shape
+    scale = side / max(height, width)
+    shown_h, shown_w = max(1, round(height * scale)), max(1, round(width * scale))
+    gap, caption_h = 8, 16
+    font = ImageFont.load_default(size=11)
+    row_h = shown_h + caption_h
+    canvas = Image.new("RGB", (2 * shown_w + gap, count * row_h), (round(GRID_COLOR * 255),) * 3)
+    draw = ImageDraw.Draw(canvas)
+    for row in range(count):
+        top = row * row_h
+        for column, picture in enumerate((images[row], warped[row])):
+            tile = F.interpolate(
+                image_for_display(picture)[None], size=(shown_h, shown_w), mode="bilinear"
+            )[0]
+            canvas.paste(Image.fromarray(to_uint8_hwc(tile)), (column * (shown_w + gap), top))
+        chosen = scored[row].nonzero().flatten()
+        if len(chosen) > max_lines:
+            chosen = chosen[torch.linspace(0, len(chosen) - 1, max_lines).round().long()]
+        for index in chosen.tolist():
+            start = (float(points[index, 0]) * scale, top + float(points[index, 1]) * scale)
+            end = (
+                shown_w + gap + float(matched[row, index, 0]) * scale,
+                top + float(matched[row, index, 1]) * scale,
+            )
+            colour = MATCH_RGB if bool(correct[row, index]) else MISS_RGB
+            draw.line([start, end], fill=colour, width=1)
+            draw.ellipse(
+                [start[0] - 1.5, start[1] - 1.5, start[0] + 1.5, start[1] + 1.5], fill=colour
+            )
+        draw.text(
+            (2, top + shown_h + 1),
+            _fitted(draw, captions[row], font, 2 * shown_w),
+            fill=(255,) * 3,
+            font=font,
+        )
+    return np.asarray(canvas).copy()

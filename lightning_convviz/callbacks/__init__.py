@@ -35,6 +35,8 @@ from lightning_convviz.callbacks.adversarial import AdversarialMonitor
 from lightning_convviz.callbacks.attribute_performance import AttributePerformanceMonitor
 from lightning_convviz.callbacks.budget import DiagnosticsBudget
 from lightning_convviz.callbacks.class_model import ClassModelMonitor
+from lightning_convviz.callbacks.confusion import ConfusionMonitor
+from lightning_convviz.callbacks.correspondence import CorrespondenceMonitor
 from lightning_convviz.callbacks.embedding import EmbeddingMonitor
 from lightning_convviz.callbacks.filters import FilterMonitor
 from lightning_convviz.callbacks.inversion import InversionMonitor
@@ -50,6 +52,8 @@ __all__ = [
     "AdversarialMonitor",
     "AttributePerformanceMonitor",
     "ClassModelMonitor",
+    "ConfusionMonitor",
+    "CorrespondenceMonitor",
     "DiagnosticsBudget",
     "EmbeddingMonitor",
     "FilterMonitor",
