@@ -2,7 +2,7 @@
 classifier and a set of timm families, random weights, a table of what works.
 
 Each architecture runs in its own process (``tests/zoo.py``: one epoch of two training steps and
-a validation batch on random images, 10 classes, all thirteen callbacks at their defaults, with
+a validation batch on random images, 10 classes, all fifteen callbacks at their defaults, with
 InversionMonitor's and ClassModelMonitor's optimisation steps lowered to 2: they set what a
 drawing costs, not which code runs). The table gives each callback's status, ``ok`` or a note
 with the reason, and the seconds of the fit; the notes follow the table.
@@ -79,6 +79,8 @@ SHORT = {
     "AdversarialMonitor": "fgsm",
     "ClassModelMonitor": "class model",
     "AttributePerformanceMonitor": "attributes",
+    "CorrespondenceMonitor": "correspondence",
+    "ConfusionMonitor": "errors",
     "LearningRateDoctor": "lr doctor",
     "TrainingDoctor": "doctor",
 }
@@ -180,7 +182,7 @@ PAGE = """# The model zoo: every callback at its defaults
 Written by `make zoo` (`benchmarks/model_zoo.py`). Each architecture is built with random
 weights and 10 classes (nothing is downloaded), wrapped in a plain LightningModule and fitted
 for one epoch of two training steps of 8 random images and one validation batch, after a
-one-batch sanity check, with all thirteen callbacks at their defaults (InversionMonitor's and
+one-batch sanity check, with all fifteen callbacks at their defaults (InversionMonitor's and
 ClassModelMonitor's optimisation steps lowered to 2: they set what a drawing costs, not which
 code runs). `ok`: the callback logged under its section, did not switch itself off and did not
 say it does not apply; otherwise a note gives its message. `s`: seconds of the fit on the

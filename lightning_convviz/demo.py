@@ -38,6 +38,8 @@ from lightning_convviz.callbacks import (
     AdversarialMonitor,
     AttributePerformanceMonitor,
     ClassModelMonitor,
+    ConfusionMonitor,
+    CorrespondenceMonitor,
     EmbeddingMonitor,
     FilterMonitor,
     InversionMonitor,
@@ -171,6 +173,8 @@ def default_callbacks() -> list[pl.Callback]:
         AdversarialMonitor(every_n_epochs=2),
         ClassModelMonitor(every_n_epochs=10, steps=100),
         AttributePerformanceMonitor(every_n_epochs=5),
+        CorrespondenceMonitor(every_n_epochs=5),
+        ConfusionMonitor(every_n_epochs=5),
         LearningRateDoctor(),
     ]
 

@@ -78,6 +78,8 @@ def every_monitor() -> dict[str, Any]:
         "adversarial": convviz.AdversarialMonitor(num_probe_images=2),
         "class_model": convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
         "performance": convviz.AttributePerformanceMonitor(),
+        "correspondence": convviz.CorrespondenceMonitor(num_probe_images=2, points_per_side=6),
+        "confusion": convviz.ConfusionMonitor(top_losses=6),
         "doctor": convviz.LearningRateDoctor(every_n_steps=1),
         "training_doctor": convviz.TrainingDoctor(every_n_steps=1),
     }
@@ -95,6 +97,7 @@ def faulty_monitors() -> dict[str, Any]:
         "performance": failing_on_rank_one(
             convviz.AttributePerformanceMonitor, "on_validation_batch_end"
         )(),
+        "confusion": failing_on_rank_one(convviz.ConfusionMonitor, "on_validation_batch_end")(),
         "doctor": failing_on_rank_one(convviz.LearningRateDoctor, "on_before_optimizer_step")(
             every_n_steps=1
         ),
@@ -159,6 +162,8 @@ def main(
             "world_size": trainer.world_size,
             "top_ids": top.ids[0].tolist(),
             "embedded": monitors["embedding"].embedded_samples,
+            "confused_images": int(monitors["confusion"].matrix.sum()),
+            "top_loss_positions": monitors["confusion"].top["positions"].tolist(),
             "verdict": monitors["doctor"].verdict,
             "drawing_threads": [t.name for t in threading.enumerate() if "convviz" in t.name],
             "postponed": {

@@ -33,11 +33,13 @@ PICTURE_SECTIONS = (
     "adversarial/",
     "class_model/",
     "performance/",
+    "correspondence/",
+    "errors/",
 )
 
 
 def every_callback() -> list[pl.Callback]:
-    """All thirteen callbacks, at every cadence they have, sized for :class:`TinyCNN`."""
+    """All fifteen callbacks, at every cadence they have, sized for :class:`TinyCNN`."""
     return [
         convviz.ActivationStatsMonitor(every_n_steps=1),
         convviz.ActivationMapMonitor(),
@@ -50,6 +52,8 @@ def every_callback() -> list[pl.Callback]:
         convviz.AdversarialMonitor(num_probe_images=2),
         convviz.ClassModelMonitor(steps=3, every_n_epochs=1),
         convviz.AttributePerformanceMonitor(),
+        convviz.CorrespondenceMonitor(num_probe_images=2, points_per_side=6),
+        convviz.ConfusionMonitor(top_losses=4),
         convviz.LearningRateDoctor(every_n_steps=1),
         convviz.TrainingDoctor(every_n_steps=1),
     ]

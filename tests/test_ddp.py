@@ -45,12 +45,22 @@ def test_two_processes_with_every_callback_finish_and_share_their_statistics(
     assert isinstance(ids, list) and len(ids) == len(set(ids)) == 6
     assert all(i % 2 == 1 for i in ids) and max(ids) < 16
     assert summary["embedded"] == [16, 16]  # 8 codes from each rank, twice
+    # the confusions of every validation image of both ranks; top losses by position in the data
+    assert summary["confused_images"] == 16
+    positions = summary["top_loss_positions"]
+    assert isinstance(positions, list) and len(set(positions)) == 6 and max(positions) < 16
     log_dir = tmp_path / "run/version_0"
     assert len(list(log_dir.glob("events.out.tfevents.*"))) == 1  # one process writes
     events = read_events(log_dir)
     # the sign channel is dead on rank 0's negative images and alive on rank 1's positive ones
     assert {e.value for e in events.Scalars("activation_stats/dead_fraction/sign_relu")} == {0.0}
-    for tag in ("max_activation/sign", "embedding/scatter", "attribution/grad_cam"):
+    for tag in (
+        "max_activation/sign",
+        "embedding/scatter",
+        "attribution/grad_cam",
+        "errors/top_losses",
+        "correspondence/matches/sign_relu",
+    ):
         assert tag in events.Tags()["images"], tag
     # the training doctor: one diagnosis on every rank, from sums over both ranks
     doctors = [json.loads((tmp_path / f"doctor_rank{r}.json").read_text()) for r in (0, 1)]
@@ -66,7 +76,7 @@ def test_a_diagnostic_failing_on_one_rank_switches_off_on_every_rank_without_a_h
     run_script(tmp_path, 2, "faults")
     ranks = [json.loads((tmp_path / f"faults_rank{r}.json").read_text()) for r in (0, 1)]
     callbacks = ["ActivationStatsMonitor", "MaxActivationMonitor", "EmbeddingMonitor"]
-    callbacks += ["AttributePerformanceMonitor", "LearningRateDoctor"]
+    callbacks += ["AttributePerformanceMonitor", "ConfusionMonitor", "LearningRateDoctor"]
     for rank in ranks:
         assert rank["on"] == []  # all switched off, on both ranks; the run finished
     failed_here = [w for w in ranks[1]["warnings"] if "injected failure" in w]

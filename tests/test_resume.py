@@ -14,13 +14,17 @@ import lightning_convviz as convviz
 
 def callbacks(background: bool | None = None) -> list[pl.Callback]:
     return [
-        convviz.DiagnosticsBudget(max_share=None, background=background),
+        # room in the worker's queue for every drawing of an epoch's end: a full queue postpones
+        # a due drawing, and whether it is full depends on how fast the worker drains it
+        convviz.DiagnosticsBudget(max_share=None, background=background, max_queued=64),
         convviz.ActivationStatsMonitor(every_n_steps=2, window_steps=4),
         convviz.ActivationMapMonitor(every_n_epochs=2),
         convviz.FilterMonitor(every_n_epochs=2),
         convviz.SaliencyMonitor(methods=("saliency",), num_probe_images=2, every_n_epochs=2),
         convviz.MaxActivationMonitor(layers="conv2", k=2, every_n_epochs=2),
         convviz.AdversarialMonitor(num_probe_images=2, every_n_epochs=2),
+        convviz.CorrespondenceMonitor(num_probe_images=2, points_per_side=6, every_n_epochs=2),
+        convviz.ConfusionMonitor(every_n_epochs=2, top_losses=4),
         convviz.LearningRateDoctor(every_n_steps=2),
     ]
 

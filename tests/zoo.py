@@ -2,7 +2,7 @@
 
 Each architecture is built with random weights (``weights=None`` / ``pretrained=False``, nothing
 is downloaded) and 10 classes, wrapped in a plain LightningModule, and fitted for one short epoch
-on random images with all thirteen callbacks. A callback is ``ok`` when it logged under its own
+on random images with all fifteen callbacks. A callback is ``ok`` when it logged under its own
 section, did not switch itself off and said nothing about not applying; otherwise its status is
 the reason. Used by ``tests/test_zoo.py`` (a representative set, in CI time) and by
 ``benchmarks/model_zoo.py`` (``make zoo``: every torchvision classifier and a dozen timm
@@ -57,7 +57,7 @@ def _timm_takes_size(name: str) -> bool:
 
 
 def every_callback_at_defaults(steps: int | None = None) -> list[pl.Callback]:
-    """All thirteen callbacks at their defaults; ``steps`` lowers the optimisation steps of
+    """All fifteen callbacks at their defaults; ``steps`` lowers the optimisation steps of
     InversionMonitor and ClassModelMonitor (what a drawing costs, not which code runs)."""
     cost = {} if steps is None else {"steps": steps}
     return [
@@ -72,6 +72,8 @@ def every_callback_at_defaults(steps: int | None = None) -> list[pl.Callback]:
         convviz.AdversarialMonitor(),
         convviz.ClassModelMonitor(**cost),
         convviz.AttributePerformanceMonitor(),
+        convviz.CorrespondenceMonitor(),
+        convviz.ConfusionMonitor(),
         convviz.LearningRateDoctor(),
         convviz.TrainingDoctor(),
     ]
