@@ -160,7 +160,7 @@ def test_the_demo_leaves_the_same_content_in_every_logger(
         "csv": from_folder(tmp_path / "csv/run/version_0"),
     }
     # every callback drew; the names that MLflow and files refuse read ':' as '-'
-    assert len({tag.split("/")[0] for tag in tensorboard.images}) == 11  # all but the doctor
+    assert len({tag.split("/")[0] for tag in tensorboard.images}) == 13  # all but the doctor
     assert any(":" in tag for tag in ours(tensorboard.scalars))  # inversion/code_error/<x>:input
     same: Callable[[str], str] = str
     # file names and MLflow names read ':' as '-'; CSV columns keep it
