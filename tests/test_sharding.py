@@ -16,6 +16,7 @@ from lightning_convviz.callbacks.sharding import sharded_parameters
 READ_THE_STRATEGY_PASSES = {
     "ActivationStatsMonitor",
     "AttributePerformanceMonitor",
+    "ConfusionMonitor",
     "EmbeddingMonitor",
 }
 

@@ -225,7 +225,7 @@ class ConvVizCallback(DrawingSchedule, Callback):
             rank_zero_warn(
                 f"{type(self).__name__} is off for this run: under {sharding} each rank holds a "
                 f"part of every weight, and {type(self).__name__} {self.whole_model_needed}. "
-                "Training goes on; ActivationStatsMonitor, EmbeddingMonitor and "
+                "Training goes on; ActivationStatsMonitor, EmbeddingMonitor, ConfusionMonitor and "
                 "AttributePerformanceMonitor, which read the passes the strategy makes, work."
             )
             return
