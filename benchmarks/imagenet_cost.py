@@ -9,7 +9,9 @@ whose ``cost/<callback>`` scalars give the seconds of each drawing; the largest,
 time, is the drawing's cost in training-step equivalents. Writes a section of
 ``docs/benchmarks.md``.
 
-Usage: ``python benchmarks/imagenet_cost.py [--side 112] [--classes 1000] [--accelerator cuda]``
+Usage: ``python benchmarks/imagenet_cost.py [--side 112] [--classes 1000] [--accelerator cuda]
+[--callbacks NAME ...]`` (``--callbacks``: only these, side by side in one process; the table is
+printed, not written)
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--accelerator", default="cpu", help="cpu, or cuda for a GPU")
+    parser.add_argument(
+        "--callbacks", nargs="+", choices=CALLBACKS, help="only these (the table is not written)"
+    )
     args = parser.parse_args()
     on = "CPU" if args.accelerator == "cpu" else torch.cuda.get_device_name(0)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -111,7 +116,7 @@ def main() -> None:
     step = statistics.median(plain.step_seconds[2:])
     print(f"training step: {step:.4f} s", flush=True)
     rows = []
-    for name in CALLBACKS:
+    for name in args.callbacks or CALLBACKS:
         with tempfile.TemporaryDirectory() as log_dir:
             start = time.perf_counter()
             callback = getattr(convviz, name)()
@@ -132,7 +137,7 @@ def main() -> None:
     ]
     lines += [f"| {n} | {c} | {s:.1f} | {e:.1f} | {w:.0f} |" for n, c, s, e, w in rows]
     print("\n".join(lines))
-    if not args.no_write:
+    if not args.no_write and not args.callbacks:
         title = "One drawing on an ImageNet-shaped workload"
         if args.accelerator != "cpu":
             title += f" ({on})"

@@ -266,6 +266,7 @@ def test_a_warp_scores_each_layer_between_chance_and_one(tmp_path: Path) -> None
         ({"max_rotation_degrees": 200}, "max_rotation_degrees"),
         ({"points_per_side": 0}, "points_per_side"),
         ({"flip": "yes"}, "flip"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_bad_monitor_arguments_are_named(kwargs: dict[str, Any], argument: str) -> None:

@@ -12,6 +12,7 @@ from lightning_convviz import render
 from lightning_convviz.callbacks.arguments import check_layers_argument, check_positive_int
 from lightning_convviz.callbacks.batches import to_host
 from lightning_convviz.callbacks.probe import ProbeCallback
+from lightning_convviz.functional.arguments import check_int
 from lightning_convviz.functional.capture import LayerSpec, capture_sites
 from lightning_convviz.functional.correspondence import (
     Correspondence,
@@ -113,6 +114,7 @@ class CorrespondenceMonitor(ProbeCallback):
         check_positive_int("points_per_side", points_per_side)
         check_positive_int("batch_size", batch_size)
         check_positive_int("max_pictured_images", max_pictured_images)
+        check_int("seed", seed, minimum=0)
         if not isinstance(flip, bool):
             raise ValueError(f"flip: expected True or False, got {flip!r}")
         random_similarity_warps(1, (8, 8), max_shift, max_scale_change, max_rotation_degrees)
