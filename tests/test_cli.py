@@ -35,7 +35,7 @@ def test_every_callback_is_configured_from_yaml(tmp_path: Path) -> None:
         for name in convviz.__all__
         if name.endswith(("Monitor", "Doctor"))
     }
-    assert set(expected.values()) <= set(by_type)  # all 13 callbacks, from YAML
+    assert set(expected.values()) <= set(by_type)  # all 15 callbacks, from YAML
     assert by_type[convviz.OcclusionMonitor].stride == [4, 4]
     assert by_type[convviz.SaliencyMonitor].methods == ("saliency", "guided_backprop", "grad_cam")
     assert by_type[convviz.LearningRateDoctor].rules.alpha_high == 2.0
@@ -47,5 +47,7 @@ def test_every_callback_is_configured_from_yaml(tmp_path: Path) -> None:
         "occlusion/probability_drop",
         "attribution/grad_cam",
         "max_activation/features.6",
+        "correspondence/matches/features.7",
+        "errors/top_losses",
     } <= images
     assert "lr_doctor/verdict" in events.Tags()["scalars"]

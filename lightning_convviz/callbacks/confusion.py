@@ -58,10 +58,10 @@ class ConfusionMonitor(ConvVizCallback):
           both axes when the data has them; above ``max_classes_shown`` classes, only the
           classes with the most errors (rows and columns).
         * ``errors/most_confused`` (text): a markdown table of the ``top_pairs`` most frequent
-          confusions (true class, predicted class, count, share of the true class).
+          confusions (true class, predicted class, images, share of the true class).
         * ``errors/accuracy/<class>`` (scalars): the ``worst_classes`` least accurate classes.
         * ``errors/top_losses`` (image): the highest-loss images, captioned with the true class,
-          the predicted class and its probability.
+          the predicted class and its probability, and the loss.
         * ``errors/top_losses/still_there`` (scalar, from the second frame): the share of the
           last frame's top-loss images that are still among them.
 
@@ -76,8 +76,9 @@ class ConfusionMonitor(ConvVizCallback):
     Raises:
         ValueError: At construction, for an argument outside the allowed values.
         MisconfigurationException: In ``setup``, when the Trainer has no logger; at the first
-            validation batch, when the model's output is not class scores ``N x classes`` or
-            the labels are not class indices of those scores.
+            collected validation batch, when the model's output is not class scores
+            ``N x classes`` or the labels are not class indices of those scores; at the end of
+            a validation epoch, when later batches held labels beyond the classes.
     """
 
     section = "errors"
