@@ -23,7 +23,8 @@ Where each concern lives:
   argument checks; reading a batch; the epochs to draw or collect at; collectives; classes'
   names.
 * ``probe.py`` (the probe images and :class:`ProbeCallback`), ``explainer.py`` (the heat-map
-  callbacks' base), ``samples.py`` (samples collected over validation).
+  callbacks' base), ``samples.py`` (samples collected over validation), ``validation_scores.py``
+  (the class scores of the model's own validation calls, for the callbacks that judge them).
 * One module per callback; beside the doctor, ``lr_measurement.py`` (what it measures of a
   step and an epoch, reduced over ranks) and ``lr_records.py`` (its records, summary and
   hyperparameters); beside the embedding, ``embedding_maps.py`` (a t-SNE map made and written).

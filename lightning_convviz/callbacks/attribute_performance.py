@@ -6,15 +6,14 @@ from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_convviz import plots
 from lightning_convviz.callbacks.arguments import check_positive_int
 from lightning_convviz.callbacks.base import ConvVizCallback
-from lightning_convviz.callbacks.batches import inputs_from_batch, labels_from_batch
 from lightning_convviz.callbacks.distributed import gather_rows
 from lightning_convviz.callbacks.schedule import collecting_epoch
+from lightning_convviz.callbacks.validation_scores import ValidationScores
 from lightning_convviz.functional.attributes import (
     BUILTIN_ATTRIBUTES,
     Attribute,
@@ -22,7 +21,6 @@ from lightning_convviz.functional.attributes import (
     binned_performance,
     evaluate_attribute,
 )
-from lightning_convviz.functional.sites import CallSites, Site
 
 __all__ = ["AttributePerformanceMonitor"]
 
@@ -95,9 +93,8 @@ class AttributePerformanceMonitor(ConvVizCallback):
         self.attributes = chosen
         self.bins = bins
         self.every_n_epochs = every_n_epochs
-        self._outputs: torch.Tensor | None = None
+        self._scores = ValidationScores("AttributePerformanceMonitor")
         self._records: list[dict[str, torch.Tensor]] = []
-        self._warned_no_labels = False
         #: The last epoch's results per attribute (on global rank zero).
         self.results: dict[str, BinnedPerformance] = {}
         self._chart: plots.Chart | None = None
@@ -114,14 +111,8 @@ class AttributePerformanceMonitor(ConvVizCallback):
         if not self._enabled or not collecting_epoch(trainer, self.every_n_epochs):
             return
         self._records = []
-
-        def keep(_site: Site, output: torch.Tensor) -> None:
-            if output.ndim == 2:
-                self._outputs = output.detach()
-
         self._release_hooks()
-        model_calls = CallSites(pl_module, {"": pl_module}, learn_layouts=False)
-        self._hook(model_calls, keep)
+        self._hook(self._scores.model_calls(pl_module), self._scores.keep)
 
     @override
     def on_validation_batch_end(
@@ -133,19 +124,13 @@ class AttributePerformanceMonitor(ConvVizCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        scores, self._outputs = self._outputs, None
         if not self._hooked or dataloader_idx != 0:
+            self._scores.clear()
             return
-        images = inputs_from_batch(batch)
-        labels = labels_from_batch(batch, len(images))
-        if labels is None:
-            if not self._warned_no_labels:
-                rank_zero_warn("AttributePerformanceMonitor: the batches carry no labels; idle.")
-                self._warned_no_labels = True
+        taken = self._scores.take(pl_module, batch)
+        if taken is None:
             return
-        if scores is None or len(scores) != len(images):  # validation_step did not call self(x)
-            with torch.no_grad():
-                scores = pl_module(images)
+        images, scores, labels = taken
         probabilities = scores.float().softmax(dim=1)
         labels = labels.to(probabilities.device)
         record = {
@@ -223,4 +208,4 @@ class AttributePerformanceMonitor(ConvVizCallback):
     @override
     def _release_hooks(self) -> None:
         super()._release_hooks()
-        self._outputs = None
+        self._scores.clear()

@@ -8,16 +8,16 @@ from typing import Any, ClassVar
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_convviz import plots, render
 from lightning_convviz.callbacks.arguments import check_positive_int
 from lightning_convviz.callbacks.base import ConvVizCallback
-from lightning_convviz.callbacks.batches import inputs_from_batch, labels_from_batch, to_host
+from lightning_convviz.callbacks.batches import to_host
 from lightning_convviz.callbacks.distributed import gather_rows
 from lightning_convviz.callbacks.probe import caption
 from lightning_convviz.callbacks.schedule import collecting_epoch
+from lightning_convviz.callbacks.validation_scores import ValidationScores
 from lightning_convviz.functional.confusion import (
     ConfusedPair,
     TopLosses,
@@ -28,7 +28,6 @@ from lightning_convviz.functional.confusion import (
     most_confused,
     still_there,
 )
-from lightning_convviz.functional.sites import CallSites, Site
 
 __all__ = ["ConfusionMonitor"]
 
@@ -112,13 +111,12 @@ class ConfusionMonitor(ConvVizCallback):
         self.worst_classes = worst_classes
         self.max_classes_shown = max_classes_shown
         self.tile_side = tile_side
-        self._scores: torch.Tensor | None = None
+        self._scores = ValidationScores("ConfusionMonitor")
         self._matrix: torch.Tensor | None = None
         self._outside: torch.Tensor | int = 0  # labels beyond the classes, this epoch
         self._top: TopLosses | None = None
         self._seen = 0  # images of this validation epoch on this rank
         self._checked = False  # the first batch's scores and labels checked
-        self._warned_no_labels = False
         self._previous: torch.Tensor | None = None  # the last frame's top-loss positions
         self._chart: plots.Chart | None = None
         #: The latest frame's confusion matrix (on global rank zero, on the host).
@@ -144,13 +142,8 @@ class ConfusionMonitor(ConvVizCallback):
             return
         self._matrix, self._top, self._seen = None, TopLosses(self.top_losses), 0
         self._outside = 0
-
-        def keep(_site: Site, output: torch.Tensor) -> None:
-            if output.ndim == 2:
-                self._scores = output.detach()
-
         self._release_hooks()
-        self._hook(CallSites(pl_module, {"": pl_module}, learn_layouts=False), keep)
+        self._hook(self._scores.model_calls(pl_module), self._scores.keep)
 
     @override
     def on_validation_batch_end(
@@ -162,19 +155,13 @@ class ConfusionMonitor(ConvVizCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        scores, self._scores = self._scores, None
         if not self._hooked or dataloader_idx != 0 or self._top is None:
+            self._scores.clear()
             return
-        images = inputs_from_batch(batch)
-        labels = labels_from_batch(batch, len(images))
-        if labels is None:
-            if not self._warned_no_labels:
-                rank_zero_warn("ConfusionMonitor: the batches carry no labels; idle.")
-                self._warned_no_labels = True
+        taken = self._scores.take(pl_module, batch)
+        if taken is None:
             return
-        if scores is None or len(scores) != len(images):  # validation_step did not call self(x)
-            with torch.no_grad():
-                scores = pl_module(images)
+        images, scores, labels = taken
         if not self._checked:
             self._check(pl_module, scores, labels, len(images))
         scores = scores.float()
@@ -340,7 +327,7 @@ class ConfusionMonitor(ConvVizCallback):
     @override
     def _release_hooks(self) -> None:
         super()._release_hooks()
-        self._scores = None
+        self._scores.clear()
 
     @override
     def state_dict(self) -> dict[str, Any]:
