@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from helpers import logged_image, make_trainer, read_events
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from workloads import Classifier
 
 from lightning_convviz import ConfusionMonitor
 from lightning_convviz.functional.confusion import (
@@ -93,30 +93,21 @@ def test_labels_outside_the_scores_fail_clearly() -> None:
 # -- the callback -----------------------------------------------------------------------------
 
 
-class QuadrantNet(pl.LightningModule):
-    """A small classifier of 1 x 16 x 16 images into ``classes`` classes."""
+class QuadrantNet(Classifier):
+    """A small classifier of 1 x 16 x 16 images into ``classes`` classes (Adam 3e-3)."""
 
     def __init__(self, classes: int = 4) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1),
-            nn.ReLU(),
+        super().__init__(
+            nn.Sequential(
+                nn.Conv2d(1, 8, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(8, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(16 * 8 * 8, classes),
+            )
         )
-        self.head = nn.Linear(16 * 8 * 8, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        return F.cross_entropy(self(images), labels)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        images, labels = batch
-        self.log("val/loss", F.cross_entropy(self(images), labels))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=3e-3)
@@ -218,7 +209,7 @@ class MapModel(QuadrantNet):
     """Returns a feature map, not class scores."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        return self.net[:5](x)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self(batch[0]).mean()
@@ -253,6 +244,19 @@ def test_labels_beyond_the_models_classes_fail_clearly(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, [ConfusionMonitor()])
     with pytest.raises(MisconfigurationException, match=r"ConfusionMonitor: labels: .*\[0, 3\]"):
         trainer.fit(IgnoresLabels(), loader, loader)
+
+
+def test_batches_without_labels_leave_it_idle_with_one_warning(tmp_path: Path) -> None:
+    images, labels, _ = quadrant_data(4, seed=0)
+    train = DataLoader(TensorDataset(images, labels), batch_size=8)
+    unlabelled = DataLoader(TensorDataset(images), batch_size=4)  # batches: [images]
+    trainer = make_trainer(tmp_path, [ConfusionMonitor()], limit_val_batches=None)
+    with pytest.warns(UserWarning, match="ConfusionMonitor: the batches carry no labels") as got:
+        trainer.fit(IgnoresLabels(), train, unlabelled)
+    assert sum("carry no labels" in str(warning.message) for warning in got) == 1
+    assert trainer.state.finished
+    logged = read_events(tmp_path / LOG).Tags()
+    assert not [tag for tag in logged["images"] + logged["scalars"] if tag.startswith("errors/")]
 
 
 @pytest.mark.parametrize(

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from helpers import fit, logged_image, read_events
 from torch import nn
+from workloads import Classifier
 
 from lightning_convviz import CorrespondenceMonitor
 from lightning_convviz.functional.correspondence import (
@@ -186,33 +187,23 @@ def test_bad_arguments_fail_clearly(call: object, message: str) -> None:
 # -- the callback -----------------------------------------------------------------------------
 
 
-class WideCNN(pl.LightningModule):
+def wide_cnn() -> Classifier:
     """Three conv blocks (strides 1, 2, 2) wide enough that no point's features are all zero."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.block1 = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
-        self.block2 = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU())
-        self.block3 = nn.Sequential(nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU())
-        self.head = nn.Linear(32, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.block3(self.block2(self.block1(x)))
-        return self.head(features.mean(dim=(2, 3)))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        return F.cross_entropy(self(images), labels)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        images, labels = batch
-        self.log("val/loss", F.cross_entropy(self(images), labels))
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.01)
+    return Classifier(
+        nn.Sequential(
+            OrderedDict(
+                block1=nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()),
+                block2=nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU()),
+                block3=nn.Sequential(nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU()),
+                pool=nn.AdaptiveAvgPool2d(1),
+                flat=nn.Flatten(),
+                head=nn.Linear(32, 2),
+            )
+        )
+    )
 
 
-LAYERS = ("block1.1", "block2.1", "block3.1")
+LAYERS = ("net.block1.1", "net.block2.1", "net.block3.1")
 
 
 def test_the_monitor_logs_pck_per_layer_the_baseline_once_and_two_pictures(
@@ -225,7 +216,7 @@ def test_the_monitor_logs_pck_per_layer_the_baseline_once_and_two_pictures(
     monitor = CorrespondenceMonitor(
         max_shift=0, max_scale_change=0, max_rotation_degrees=0, num_probe_images=3, batch_size=2
     )
-    fit(tmp_path, [monitor], model=WideCNN(), max_epochs=2)
+    fit(tmp_path, [monitor], model=wide_cnn(), max_epochs=2)
     events = read_events(tmp_path / LOG)
     for layer in LAYERS:
         values = [event.value for event in events.Scalars(f"correspondence/pck/{layer}")]
@@ -234,8 +225,11 @@ def test_the_monitor_logs_pck_per_layer_the_baseline_once_and_two_pictures(
     chance = events.Scalars("correspondence/pck/chance")
     assert len(chance) == 1 and 0 < chance[0].value < 0.1
     pictured = {tag for tag in events.Tags()["images"] if tag.startswith("correspondence/")}
-    assert pictured == {"correspondence/matches/block2.1", "correspondence/matches/block3.1"}
-    picture = logged_image(events, "correspondence/matches/block3.1")
+    assert pictured == {
+        "correspondence/matches/net.block2.1",
+        "correspondence/matches/net.block3.1",
+    }
+    picture = logged_image(events, "correspondence/matches/net.block3.1")
     assert picture.shape == (2 * (160 + 16), 2 * 160 + 8, 3)  # two pairs of 160 px images
     green = (picture[..., 1] > 150) & (picture[..., 0] < 100) & (picture[..., 2] < 120)
     red = (picture[..., 0] > 200) & (picture[..., 1] < 80)
@@ -246,7 +240,7 @@ def test_the_monitor_logs_pck_per_layer_the_baseline_once_and_two_pictures(
 
 def test_a_warp_scores_each_layer_between_chance_and_one(tmp_path: Path) -> None:
     monitor = CorrespondenceMonitor(num_probe_images=4, flip=True)
-    fit(tmp_path, [monitor], model=WideCNN())
+    fit(tmp_path, [monitor], model=wide_cnn())
     events = read_events(tmp_path / LOG)
     chance = events.Scalars("correspondence/pck/chance")[0].value
     for layer in (*LAYERS, "pixels"):
