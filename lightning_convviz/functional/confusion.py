@@ -180,45 +180,24 @@ class TopLosses:
         keep = losses.topk(min(self.k, len(losses))).indices
         probabilities = scores[keep].softmax(dim=1)
         confidence, predicted = probabilities.max(dim=1)
-        batch = (
-            images.detach()[keep.to(images.device)].to(scores.device),
-            losses[keep],
-            labels[keep],
-            predicted,
-            confidence,
-            positions.to(scores.device).long()[keep],
-        )
-        if self.images is None:
-            joined = batch
-        else:
-            kept = (
-                self.images,
-                self.losses,
-                self.labels,
-                self.predicted,
-                self.confidence,
-                self.positions,
-            )
-            joined = tuple(torch.cat([old, new]) for old, new in zip(kept, batch, strict=True))  # type: ignore[assignment]
-        order = joined[1].topk(min(self.k, len(joined[1]))).indices
-        (
-            self.images,
-            self.losses,
-            self.labels,
-            self.predicted,
-            self.confidence,
-            self.positions,
-        ) = (part[order] for part in joined)
+        batch = {
+            "images": images.detach()[keep.to(images.device)].to(scores.device),
+            "losses": losses[keep],
+            "labels": labels[keep],
+            "predicted": predicted,
+            "confidence": confidence,
+            "positions": positions.to(scores.device).long()[keep],
+        }
+        if self.images is not None:  # what was kept so far joins the batch
+            batch = {name: torch.cat([getattr(self, name), part]) for name, part in batch.items()}
+        order = batch["losses"].topk(min(self.k, len(batch["losses"]))).indices
+        for name, part in batch.items():
+            setattr(self, name, part[order])
 
     def rows(self) -> dict[str, torch.Tensor]:
         """What is kept, as tensors with one row per image (empty before any batch)."""
-        return {
-            "losses": self.losses,
-            "labels": self.labels,
-            "predicted": self.predicted,
-            "confidence": self.confidence,
-            "positions": self.positions,
-        }
+        names = ("losses", "labels", "predicted", "confidence", "positions")
+        return {name: getattr(self, name) for name in names}
 
 
 def still_there(previous: torch.Tensor, current: torch.Tensor) -> float:
