@@ -167,37 +167,36 @@ ANNOTATED_CLASSES = 20
 
 def confusion_chart(
     shares: np.ndarray,
-    row_names: list[str],
-    column_names: list[str],
+    names: list[str],
     title: str = "",
     chart: Chart | None = None,
 ) -> np.ndarray:
     """A confusion matrix as a heat map: ``shares[i, j]`` is the share of true class
-    ``row_names[i]`` predicted as ``column_names[j]`` (rows need not sum to one: a picture of a
-    large matrix keeps some columns only). Cells are written as percentages up to
+    ``names[i]`` predicted as ``names[j]`` (rows need not sum to one: a picture of a large
+    matrix keeps some classes only). Cells are written as percentages up to
     :data:`ANNOTATED_CLASSES` classes. Drawn on ``chart`` (a new one by default).
 
     Example:
-        >>> picture = confusion_chart(np.eye(3), ["a", "b", "c"], ["a", "b", "c"])
+        >>> picture = confusion_chart(np.eye(3), ["a", "b", "c"])
         >>> picture.shape
         (600, 650, 3)
     """
     chart = chart or Chart()
-    rows, columns = shares.shape
-    side = min(12.0, max(6.0, 0.32 * max(rows, columns)))
+    classes = len(names)
+    side = min(12.0, max(6.0, 0.32 * classes))
     axes = chart.axes(side + 0.5, side, 100)
     drawn = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     bar = axes.figure.colorbar(drawn, ax=axes, fraction=0.04, pad=0.02)
     bar.set_label("share of the true class", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    font = 8 if max(rows, columns) <= ANNOTATED_CLASSES else 6
-    axes.set_xticks(np.arange(columns), column_names, fontsize=font, rotation=90)
-    axes.set_yticks(np.arange(rows), row_names, fontsize=font)
+    font = 8 if classes <= ANNOTATED_CLASSES else 6
+    axes.set_xticks(np.arange(classes), names, fontsize=font, rotation=90)
+    axes.set_yticks(np.arange(classes), names, fontsize=font)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    if max(rows, columns) <= ANNOTATED_CLASSES:
-        for row in range(rows):
-            for column in range(columns):
+    if classes <= ANNOTATED_CLASSES:
+        for row in range(classes):
+            for column in range(classes):
                 value = shares[row, column]
                 if value > 0:
                     axes.text(

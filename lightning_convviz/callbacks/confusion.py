@@ -289,7 +289,7 @@ class ConfusionMonitor(ConvVizCallback):
 
         def draw_and_write() -> None:
             self._chart = self._chart or plots.Chart()  # made and used by one thread
-            picture = plots.confusion_chart(shares, names, names, title, self._chart)
+            picture = plots.confusion_chart(shares, names, title, self._chart)
             writer.image(self._tag("confusion_matrix"), picture, step)
             tiles = render.thumbnails(images, max(tile_side, 32))
             grid = render.labelled_grid(tiles, captions, columns=8, min_side=tile_side)
